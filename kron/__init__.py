@@ -1,0 +1,6 @@
+"""kron: scheduled work declared as files."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from kron.cli import main
+
+sys.exit(main())
