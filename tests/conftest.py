@@ -1,0 +1,56 @@
+"""Shared fixtures: a jobs directory in a temp folder and a way to run the CLI in-process."""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kron.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def run_cli(*argv: str | os.PathLike[str]) -> CliResult:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], out=out, err=err)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliResult]:
+    return run_cli
+
+
+@pytest.fixture
+def jobs_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "jobs.d"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def write(jobs_dir: Path) -> Callable[[str, str], Path]:
+    """Write a file below the jobs directory, dedenting the text; return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = jobs_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return _write
