@@ -54,6 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=5, help="how many (default 5)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("daemon", parents=[common], help="run the scheduler in the foreground")
+    p.add_argument("--records-dir", type=Path, help="where records go (overrides kron.toml)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+    p = sub.add_parser("run", parents=[common], help="fire a job now (trigger manual) and print its record")
+    p.add_argument("job", help="a job id or a job file")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end (always so without a daemon)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("history", parents=[common], help="recent runs, newest first")
+    p.add_argument("job", nargs="?", help="only this job")
+    p.add_argument("--outcome", help="only runs with this outcome (failed, timeout, skipped, ...)")
+    p.add_argument("--since", help="only runs since a duration ago (2h, 7d) or an ISO time")
+    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("show", parents=[common], help="one run's record and output")
+    p.add_argument("run_id", help="a run id (a unique prefix is enough)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of job files")
     p.add_argument("--settings", action="store_true", help="the schema of kron.toml instead")
 
@@ -221,7 +242,137 @@ def _cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return convert_file(args.file, to=args.to, stdout=args.stdout, out=out, err=err)
 
 
+def _cmd_daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from kron.daemon import Daemon
+    from kron.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    if not args.jobs_dir.is_dir():
+        raise UsageError(f"kron daemon: no jobs directory at {args.jobs_dir} (give --jobs-dir)")
+
+    async def serve() -> None:
+        use_pidfd_child_watcher()
+        daemon = Daemon(args.jobs_dir, records_dir=args.records_dir)
+        await daemon.start()
+        await daemon.serve()
+
+    from kron.daemon import AlreadyRunning, use_pidfd_child_watcher
+
+    try:
+        asyncio.run(serve())
+    except AlreadyRunning as exc:
+        print(f"kron daemon: {exc}", file=err)
+        return EXIT_BAD
+    return EXIT_OK
+
+
+def _records_root(jobs_dir: Path) -> Path:
+    from kron.loader import load_settings
+
+    settings, _ = load_settings(jobs_dir)
+    return settings.records_dir or jobs_dir
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from kron.inprocess import run_once
+
+    path = _find_job_file(args.job, args.jobs_dir)
+    jobs_dir = args.jobs_dir if _is_within(path, args.jobs_dir) else path.parent
+    if not args.wait:
+        print("note: no daemon reachable; running in this process and waiting for the end", file=err)
+    record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
+    _print_record(record, out, as_json=args.json)
+    return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
+
+
+def _parse_since(text: str) -> datetime:
+    from kron.units import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueProblem:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since: {text!r} is neither a duration (2h, 7d) nor an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.history import runs
+
+    since = _parse_since(args.since) if args.since else None
+    found = runs(_records_root(args.jobs_dir), job=args.job, outcome=args.outcome, since=since)[: args.n]
+    if args.json:
+        json.dump(found, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return EXIT_OK
+    if not found:
+        print("no runs recorded", file=out)
+        return EXIT_OK
+    rows = [("RUN", "JOB", "SLOT", "TRIGGER", "OUTCOME", "DURATION", "EXIT")]
+    for r in found:
+        duration = r.get("duration_s")
+        exit_text = r.get("exit_code") if r.get("exit_code") is not None else (
+            f"sig {r['signal']}" if r.get("signal") else "")
+        rows.append((
+            str(r.get("run_id", "")), str(r.get("job", "")), str(r.get("slot", "")),
+            f"{r.get('trigger', '')}#{r.get('attempt', 1)}" if (r.get("attempt") or 1) > 1 else str(r.get("trigger", "")),
+            str(r.get("outcome", "")), f"{duration:.2f}s" if isinstance(duration, int | float) else "",
+            str(exit_text),
+        ))
+    _print_table(rows, out)
+    return EXIT_OK
+
+
+def _print_table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        json.dump(record, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return
+    for key in ("run_id", "job", "slot", "trigger", "attempt", "outcome", "started_at", "ended_at",
+                "duration_s", "exit_code", "signal", "error", "truncated", "config_sha", "host", "pid"):
+        if record.get(key) not in (None, "", False):
+            print(f"{key + ':':12} {record[key]}", file=out)
+    for stream in ("stdout", "stderr"):
+        text = record.get(stream)
+        if text:
+            print(f"--- {stream} ---", file=out)
+            print(text.rstrip("\n"), file=out)
+
+
+def _cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.history import find_run
+
+    lines = find_run(_records_root(args.jobs_dir), args.run_id)
+    if not lines:
+        print(f"kron show: no run {args.run_id!r}", file=err)
+        return EXIT_BAD
+    ids = {r.get("run_id") for r in lines}
+    if len(ids) > 1:
+        print(f"kron show: {args.run_id!r} matches {len(ids)} runs; give more of the id", file=err)
+        return EXIT_USAGE
+    record = lines[-1]
+    _print_record(record, out, as_json=args.json)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
+    "daemon": _cmd_daemon,
+    "run": _cmd_run,
+    "history": _cmd_history,
+    "show": _cmd_show,
     "validate": _cmd_validate,
     "next": _cmd_next,
     "schema": _cmd_schema,

@@ -117,6 +117,8 @@ def _parse_toml(path: str, text: str) -> Any:
         if match:
             msg = msg[: match.start()].rstrip()
             raise _fail(path, f"TOML: {msg}", int(match.group(1)), int(match.group(2))) from None
+        if msg.endswith("(at end of document)"):
+            raise _fail(path, f"TOML: {msg}", text.count("\n") + 1, 1) from None
         raise _fail(path, f"TOML: {msg}") from None
     except RecursionError:
         raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None

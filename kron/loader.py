@@ -42,7 +42,9 @@ def _fast_validator(name: str) -> Callable[[Any], Any]:
     """A compiled validator for the common case: a valid file costs microseconds."""
     import fastjsonschema
 
-    return fastjsonschema.compile(load_schema(name))  # type: ignore[no-any-return]
+    # use_default=False: validation must not write schema defaults into the data, or a
+    # job's filled-in default would override a value from kron.toml's [defaults].
+    return fastjsonschema.compile(load_schema(name), use_default=False)  # type: ignore[no-any-return]
 
 
 @functools.cache

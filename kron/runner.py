@@ -129,13 +129,25 @@ class Scheduler:
 
     # -- the job set ------------------------------------------------------------------------
 
-    def add(self, job: spec.Job, *, cursor: datetime, paused: bool = False) -> None:
-        """Schedule a new job whose slots up to `cursor` are handled; later ones are due."""
+    def add(self, job: spec.Job, *, cursor: datetime, paused: bool = False, now: datetime | None = None) -> None:
+        """Schedule a job whose slots up to `cursor` were handled.
+
+        Slots between `cursor` and now passed while kron was not running: they are missed, and
+        the job's catch-up policy decides which of them run. Nothing else fires before the next
+        slot, so starting at 10:00:30 never runs a `* * * * *` job before 10:01:00.
+        """
+        now = now or self._clock.now()
         js = JobState(job=job, cursor=cursor, paused=paused)
         old = self._jobs.get(job.id)
         if old is not None:
             js.runs, js.generation = old.runs, old.generation + 1
         self._jobs[job.id] = js
+        horizon = now - jitter_offset(job.id, job.jitter)
+        if cursor < horizon:
+            if job.enabled and not paused:
+                slots, earlier = due_slots(job.schedule, cursor, horizon)
+                self.handle_missed(js, slots, now, earlier=earlier)
+            js.cursor = max(js.cursor, horizon)
         self._arm(js)
 
     def update(self, job: spec.Job) -> None:
@@ -270,13 +282,19 @@ class Scheduler:
     # -- firing -----------------------------------------------------------------------------
 
     def fire(
-        self, job_id: str, *, slot: datetime, trigger: Trigger, upstream: str | None = None
+        self,
+        job_id: str,
+        *,
+        slot: datetime,
+        trigger: Trigger,
+        upstream: str | None = None,
+        queued: bool = False,
     ) -> Run | None:
         """Start a run of the job under its overlap policy; None when the slot is skipped."""
         js = self._jobs[job_id]
         job = js.job
         alive = js.alive
-        if trigger is Trigger.CATCHUP and (alive or js.catchup):
+        if trigger is Trigger.CATCHUP and not queued and (alive or js.catchup):
             # Catch-up slots run one after another, oldest first, whatever the policy.
             js.catchup.append((slot, trigger))
             return None
@@ -323,7 +341,7 @@ class Scheduler:
     def _next_catchup(self, js: JobState) -> None:
         if js.catchup and not js.alive and self._jobs.get(js.job.id) is js and not self._stopping:
             slot, trigger = js.catchup.popleft()
-            self.fire(js.job.id, slot=slot, trigger=trigger)
+            self.fire(js.job.id, slot=slot, trigger=trigger, queued=True)
 
     async def _attempts(self, run: Run) -> RunEnded:
         policy = run.job.retry

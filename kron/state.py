@@ -38,6 +38,9 @@ class State:
     first_seen: dict[str, datetime] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
     boot_id: str | None = None
+    # Where each job stood at the last clean stop (disabled and paused jobs: the stop time),
+    # so a job that produced no record for a while is not taken for one that missed slots.
+    cursors: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -45,15 +48,10 @@ class State:
             raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return cls(path=path)
-        first_seen = {}
-        for job, text in raw.get("first_seen", {}).items():
-            try:
-                first_seen[job] = parse_time(text)
-            except (TypeError, ValueError):
-                continue
         return cls(
             path=path,
-            first_seen=first_seen,
+            first_seen=_times(raw.get("first_seen", {})),
+            cursors=_times(raw.get("cursors", {})),
             paused=set(raw.get("paused", [])),
             boot_id=raw.get("boot_id"),
         )
@@ -64,6 +62,7 @@ class State:
             "boot_id": self.boot_id,
             "paused": sorted(self.paused),
             "first_seen": {job: format_time(t) for job, t in sorted(self.first_seen.items())},
+            "cursors": {job: format_time(t) for job, t in sorted(self.cursors.items())},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -72,3 +71,14 @@ class State:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
+
+
+def _times(raw: Any) -> dict[str, datetime]:
+    found = {}
+    if isinstance(raw, dict):
+        for job, text in raw.items():
+            try:
+                found[job] = parse_time(text)
+            except (TypeError, ValueError):
+                continue
+    return found

@@ -102,7 +102,7 @@ def test_a_changed_definition_changes_the_config_sha(jobs_dir, write):
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
-        ("toml-syntax.toml", 'schedule = "@daily"\ncommand = [\n', "toml-syntax.toml:3:1: TOML: Cannot declare"),
+        ("toml-syntax.toml", 'schedule = "@daily"\ncommand = [\n', "toml-syntax.toml:3:1: TOML: Invalid value (at end of document)"),
         ("yaml-syntax.yaml", "schedule: '@daily'\ncommand: [true\n", "yaml-syntax.yaml:3:1: YAML:"),
         ("typo.toml", 'schedul = "@daily"\ncommand = ["true"]\n', "typo.toml:1:1: schedul: unknown field 'schedul'; did you mean 'schedule'?"),
         ("type.toml", 'schedule = "@daily"\ncommand = ["true"]\ntimezone = "UTC"\n[retry]\nattempts = "three"\n', 'type.toml:5:1: retry.attempts: expected an integer, got "three"'),
@@ -116,7 +116,7 @@ def test_a_changed_definition_changes_the_config_sha(jobs_dir, write):
         ("list.yaml", "- a\n- b\n", "list.yaml:1: the file holds a list; a job file holds one table of fields"),
         ("tag.yaml", "schedule: !!python/object/apply:os.system ['touch /tmp/kron-pwned']\n", "tag.yaml:1:11: YAML: could not determine a constructor"),
         ("dupkey.yaml", "schedule: '@daily'\nschedule: '@hourly'\ncommand: ['true']\n", "dupkey.yaml:2:1: YAML: duplicate key 'schedule'"),
-        ("yaml-on.yaml", "schedule: '@daily'\ntimezone: UTC\ncommand: ['true']\nnotify:\n  - on: [failur]\n    slack: https://h.invalid/x\n", "yaml-on.yaml:5:9: notify.0.on.0:"),
+        ("yaml-on.yaml", "schedule: '@daily'\ntimezone: UTC\ncommand: ['true']\nnotify:\n  - on: [failur]\n    slack: https://h.invalid/x\n", 'yaml-on.yaml:5:10: notify.0.on.0: "failur" is not one of "success", "failure", "recovery", "always"'),
     ],
 )
 def test_each_bad_file_gets_one_clear_error_and_the_good_file_still_loads(jobs_dir, write, name, text, expected):
@@ -151,7 +151,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(jobs_dir, write):
 
 def test_deep_nesting_is_refused(jobs_dir, write):
     write("deep.toml", "x-deep = " + "[" * 5000 + "]" * 5000 + "\n")
-    write("deep.yaml", "x-deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    write("deeper.yaml", "x-deep: " + "[" * 5000 + "]" * 5000 + "\n")
     errors = only_errors(load_dir(jobs_dir))
     assert len(errors) == 2
     assert all("nesting deeper than 32 levels" in e for e in errors)
@@ -161,7 +161,7 @@ def test_binary_garbage_is_refused_with_its_line(jobs_dir):
     (jobs_dir / "garbage.toml").write_bytes(b'schedule = "@daily"\n\x89PNG\r\n\x1a\n\x00\x00')
     (jobs_dir / "latin1.toml").write_bytes(b'description = "caf\xe9"\n')
     errors = sorted(only_errors(load_dir(jobs_dir)))
-    assert errors[0].endswith("garbage.toml:3: binary data (NUL byte); a job file is UTF-8 text")
+    assert errors[0].endswith("garbage.toml:4: binary data (NUL byte); a job file is UTF-8 text")
     assert errors[1].endswith("latin1.toml:1: not UTF-8 text (byte 0xe9)")
 
 
@@ -210,7 +210,7 @@ def test_triggers_must_name_known_jobs_and_not_form_a_cycle(jobs_dir, write):
     write("b.toml", GOOD + 'triggers = ["a", "c"]\n')
     write("c.toml", GOOD + 'triggers = ["nope"]\n')
     messages = sorted(e.split(": ", 1)[1] for e in only_errors(load_dir(jobs_dir)))
-    assert messages == ["trigger cycle: a -> b -> a", "triggers.0: unknown job 'nope'"]
+    assert messages == ["triggers.0: unknown job 'nope'", "triggers: trigger cycle: a -> b -> a"]
 
 
 def test_a_missing_env_file_is_an_error(jobs_dir, write):

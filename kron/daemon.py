@@ -1,0 +1,270 @@
+"""`kron daemon`: one process per jobs directory, from first load to a clean exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from kron import records, spec
+from kron.clock import Clock, RealClock
+from kron.errors import KronError
+from kron.events import Event, RunEnded, to_record
+from kron.loader import LoadResult, load_dir
+from kron.runner import Scheduler
+from kron.schedule import ScheduleKind
+from kron.spec import Outcome
+from kron.state import State, current_boot_id, kron_dir
+
+log = logging.getLogger("kron.daemon")
+
+
+def use_pidfd_child_watcher() -> None:
+    """Python 3.11 waits for each child in a thread of its own; a pidfd costs no thread.
+
+    Call from inside the running loop. Python 3.12 made the pidfd watcher the default.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+
+
+class AlreadyRunning(KronError):
+    """Another daemon holds this jobs directory."""
+
+
+def lock_jobs_dir(jobs_dir: Path) -> int:
+    """Hold an exclusive flock on the jobs directory itself: works on a read-only mount too."""
+    fd = os.open(jobs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another kron daemon is already running on {jobs_dir} (one daemon per jobs directory)"
+        ) from None
+    return fd
+
+
+class RecordSink:
+    """Writes every event as a run record and applies each job's retention now and then."""
+
+    def __init__(self, *, jobs_dir: Path, records_dir: Path | None, clock: Clock) -> None:
+        self.jobs_dir = jobs_dir
+        self.records_dir = records_dir
+        self._clock = clock
+        self._since_prune: dict[str, int] = {}
+        self._pruning: set[str] = set()
+        self.retention: dict[str, spec.Retention] = {}
+
+    def path(self, job_id: str) -> Path:
+        return records.records_path(job_id, jobs_dir=self.jobs_dir, records_dir=self.records_dir)
+
+    def __call__(self, event: Event) -> None:
+        path = self.path(event.job)
+        try:
+            records.append(path, to_record(event))
+        except OSError as exc:
+            log.error("job %s: cannot write record to %s: %s", event.job, path, exc)
+            return
+        if isinstance(event, RunEnded):
+            count = self._since_prune.get(event.job, 0) + 1
+            self._since_prune[event.job] = count
+            retention = self.retention.get(event.job, spec.Retention())
+            if count >= max(10, retention.keep // 10) and event.job not in self._pruning:
+                self._since_prune[event.job] = 0
+                self._prune_soon(event.job, path, retention)
+
+    def _prune_soon(self, job_id: str, path: Path, retention: spec.Retention) -> None:
+        """Prune in a worker thread: a large file never blocks the loop or a running job."""
+        self._pruning.add(job_id)
+        now = self._clock.now()
+
+        async def prune() -> None:
+            try:
+                await asyncio.to_thread(
+                    records.prune, path, keep=retention.keep, max_age=retention.max_age, now=now
+                )
+            except OSError as exc:
+                log.warning("job %s: pruning %s failed: %s", job_id, path, exc)
+            finally:
+                self._pruning.discard(job_id)
+
+        asyncio.ensure_future(prune())
+
+
+@dataclass(kw_only=True, slots=True)
+class Startup:
+    """Where a job stands when the daemon (re)starts, from its records and kron's state."""
+
+    cursor: datetime
+    abandoned: list[dict[str, object]]
+
+
+def where_it_stands(job: spec.Job, sink: RecordSink, state: State, now: datetime) -> Startup:
+    path = sink.path(job.id)
+    last = records.last_slot(path)
+    candidates = [t for t in (last, state.first_seen.get(job.id), state.cursors.get(job.id)) if t]
+    cursor = max(candidates) if candidates else now
+    return Startup(cursor=cursor, abandoned=records.unfinished_runs(path))
+
+
+class Daemon:
+    """Loads the jobs directory, runs the scheduler, and stops cleanly on a signal."""
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        *,
+        records_dir: Path | None = None,
+        clock: Clock | None = None,
+        boot_id: str | None = None,
+    ) -> None:
+        self.jobs_dir = jobs_dir
+        self._records_dir_override = records_dir
+        self.clock = clock or RealClock()
+        self.boot_id = boot_id or current_boot_id()
+        self.loaded: LoadResult | None = None
+        self.scheduler: Scheduler | None = None
+        self.sink: RecordSink | None = None
+        self.state: State | None = None
+        self.started_at: datetime | None = None
+        self._stop = asyncio.Event()
+        self._lock_fd: int | None = None
+
+    @property
+    def records_root(self) -> Path:
+        settings = self.loaded.settings if self.loaded else spec.Settings()
+        return self._records_dir_override or settings.records_dir or self.jobs_dir
+
+    def load(self) -> LoadResult:
+        """First load; kron.toml errors are fatal, a bad job file is reported and skipped."""
+        result = load_dir(self.jobs_dir)
+        settings_errors = [p for p in result.errors if result.settings.path and p.path == str(result.settings.path)]
+        if settings_errors:
+            raise KronError("invalid kron.toml:\n" + "\n".join(str(p) for p in settings_errors))
+        for problem in result.problems:
+            (log.error if problem.severity == "error" else log.warning)("%s", problem)
+        self.loaded = result
+        return result
+
+    async def start(self) -> None:
+        """Lock, load, recover from the last stop, and arm every job."""
+        self._lock_fd = lock_jobs_dir(self.jobs_dir)
+        result = self.load()
+        settings = result.settings
+        root = self.records_root
+        self.state = State.load(kron_dir(root) / "state.json")
+        self.sink = RecordSink(jobs_dir=self.jobs_dir, records_dir=self._records_dir_override or settings.records_dir,
+                               clock=self.clock)
+        self.scheduler = Scheduler(clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy)
+        self.scheduler.subscribe(self.sink)
+        now = self.clock.now()
+        self.started_at = now
+        first_boot = self.state.boot_id != self.boot_id
+        self.apply(result.jobs, now=now, recover=True)
+        if first_boot:
+            self.state.boot_id = self.boot_id
+            for job in result.jobs.values():
+                if job.schedule.kind is ScheduleKind.REBOOT and job.enabled and job.id not in self.state.paused:
+                    self.scheduler.fire(job.id, slot=now, trigger=spec.Trigger.REBOOT)
+        self._save_state()
+        log.info("kron daemon started: %d jobs loaded from %s, %d invalid files",
+                 len(result.jobs), self.jobs_dir, len({p.path for p in result.errors}))
+
+    def apply(self, jobs: Mapping[str, spec.Job], *, now: datetime, recover: bool = False) -> None:
+        """Bring the scheduler to exactly this job set (first load, reload)."""
+        assert self.scheduler is not None and self.sink is not None and self.state is not None
+        for job_id in list(self.scheduler.jobs):
+            if job_id not in jobs:
+                self.scheduler.remove(job_id)
+                self.sink.retention.pop(job_id, None)
+        for job in jobs.values():
+            self.sink.retention[job.id] = job.records
+            if job.id in self.scheduler.jobs:
+                self.scheduler.update(job)
+                continue
+            standing = where_it_stands(job, self.sink, self.state, now)
+            self.state.first_seen.setdefault(job.id, now)
+            if recover:
+                for record in standing.abandoned:
+                    self._abandon(job, record, now)
+            self.scheduler.add(job, cursor=standing.cursor, paused=job.id in self.state.paused, now=now)
+
+    def _abandon(self, job: spec.Job, record: Mapping[str, object], now: datetime) -> None:
+        assert self.sink is not None
+        started = record.get("started_at")
+        self.sink(
+            RunEnded(
+                run_id=str(record.get("run_id")),
+                job=job.id,
+                slot=records.parse_time(str(record.get("slot"))),
+                trigger=spec.Trigger(str(record.get("trigger", "schedule"))),
+                attempt=int(str(record.get("attempt", 1))),
+                outcome=Outcome.ABANDONED,
+                started_at=records.parse_time(str(started)) if started else None,
+                ended_at=now,
+                config_sha=str(record.get("config_sha", "")),
+                error="the daemon stopped while this run was alive (crash, kill -9 or power loss)",
+            )
+        )
+        log.warning("job %s: run %s was alive when the daemon stopped; recorded abandoned", job.id, record.get("run_id"))
+
+    def _remember_cursors(self) -> None:
+        assert self.scheduler is not None and self.state is not None
+        now = self.clock.now()
+        for job_id, js in self.scheduler.jobs.items():
+            idle = not js.job.enabled or js.paused
+            self.state.cursors[job_id] = now if idle else js.cursor
+
+    def _save_state(self) -> None:
+        assert self.state is not None
+        try:
+            self.state.save()
+        except OSError as exc:
+            log.error("cannot save state to %s: %s", self.state.path, exc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then shut down within shutdown_grace."""
+        assert self.scheduler is not None and self.loaded is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        runner = asyncio.ensure_future(self.scheduler.run_forever())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done() and runner.exception():
+            log.error("scheduler stopped unexpectedly", exc_info=runner.exception())
+        log.info("stopping: no new runs")
+        await self.scheduler.shutdown(self.loaded.settings.shutdown_grace)
+        self._remember_cursors()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        self._save_state()
+        self.close()
+        log.info("kron daemon stopped")
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

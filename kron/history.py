@@ -1,0 +1,81 @@
+"""Reading run records back: `kron history` and `kron show`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kron import records
+
+
+def record_files(root: Path) -> Iterator[Path]:
+    """Every records file below the records location (hidden folders skipped)."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(records.RECORD_SUFFIX):
+                yield Path(folder) / name
+
+
+def runs(
+    root: Path,
+    *,
+    job: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    include_started: bool = False,
+) -> list[dict[str, Any]]:
+    """Records matching the filters, newest first; a run still going shows its started line."""
+    if job is not None:
+        paths: list[Path] = [root / f"{job}{records.RECORD_SUFFIX}"]
+    else:
+        paths = list(record_files(root))
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for record in records.read(path):
+            run_id = record.get("run_id")
+            if not isinstance(run_id, str):
+                continue
+            if record.get("outcome") == records.STARTED_OUTCOME:
+                found.setdefault(run_id, record)
+            else:
+                found[run_id] = record
+    selected = []
+    for record in found.values():
+        if outcome and record.get("outcome") != outcome:
+            continue
+        if not include_started and record.get("outcome") == records.STARTED_OUTCOME and outcome is None:
+            record = {**record, "outcome": "running"}
+        when = _when(record)
+        if since and (when is None or when < since):
+            continue
+        selected.append(record)
+    selected.sort(key=lambda r: when.timestamp() if (when := _when(r)) else 0.0, reverse=True)
+    return selected
+
+
+def _when(record: dict[str, Any]) -> datetime | None:
+    for key in ("ended_at", "started_at", "slot"):
+        value = record.get(key)
+        if isinstance(value, str):
+            try:
+                return records.parse_time(value)
+            except ValueError:
+                continue
+    return None
+
+
+def find_run(root: Path, run_id: str) -> list[dict[str, Any]]:
+    """Every record line of runs whose id starts with `run_id` (a unique prefix is enough)."""
+    matches: dict[str, list[dict[str, Any]]] = {}
+    for path in record_files(root):
+        for record in records.read(path):
+            rid = record.get("run_id")
+            if isinstance(rid, str) and rid.startswith(run_id):
+                matches.setdefault(rid, []).append(record)
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    return [lines[-1] for lines in matches.values()]

@@ -1,0 +1,34 @@
+"""`kron run` without a daemon: one run of one job in this process, recorded like any other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kron import records
+from kron.clock import RealClock
+from kron.daemon import RecordSink
+from kron.events import to_record
+from kron.loader import load_job, load_settings
+from kron.runner import Scheduler
+from kron.spec import Trigger
+
+
+async def run_once(path: Path, *, jobs_dir: Path) -> dict[str, Any]:
+    """Fire the job in `path` now (trigger manual), wait for its end, return its final record."""
+    settings, _ = load_settings(jobs_dir)
+    job, _ = load_job(path, jobs_dir=jobs_dir, settings=settings)
+    clock = RealClock()
+    now = clock.now()
+    sink = RecordSink(jobs_dir=jobs_dir, records_dir=settings.records_dir, clock=clock)
+    scheduler = Scheduler(clock=clock, policy=settings.policy)
+    scheduler.subscribe(sink)
+    scheduler.add(job, cursor=now, paused=True, now=now)
+    run = scheduler.fire(job.id, slot=now.replace(microsecond=0), trigger=Trigger.MANUAL)
+    if run is None or run.task is None:
+        last = records.read_tail(sink.path(job.id))
+        return last[-1] if last else {"job": job.id, "outcome": "skipped"}
+    ended = await run.task
+    if ended is None:  # pragma: no cover - a run always ends with a record
+        return {"job": job.id, "outcome": "failed"}
+    return to_record(ended)
