@@ -30,7 +30,8 @@ class ActionResult:
     stopped: bool = False
     pid: int | None = None
     ok: bool | None = None  # set by non-process actions; process actions use success_codes
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    outcome: spec.Outcome | None = None  # decided before the action ran (a wait that timed out)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more record fields (status, tokens)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -504,6 +504,8 @@ def classify(job: spec.Job, result: ActionResult, stop_reason: Outcome | None) -
     """Turn what an action produced into the run's outcome."""
     if result.stopped and stop_reason is not None:
         return stop_reason
+    if result.outcome is not None:
+        return result.outcome
     if result.timed_out:
         return Outcome.TIMEOUT
     if result.ok is not None:
