@@ -18,7 +18,7 @@ from kron import records, spec
 from kron.clock import Clock, RealClock
 from kron.errors import KronError
 from kron.events import Event, RunEnded, to_record
-from kron.loader import LoadResult, load_dir
+from kron.catalog import LoadResult, load_dir
 from kron.runner import Scheduler
 from kron.schedule import ScheduleKind
 from kron.spec import Outcome

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -606,55 +605,6 @@ def load_job(path: Path, *, jobs_dir: Path, settings: spec.Settings) -> tuple[sp
     if job is None:
         raise SpecError([p for p in found if p.severity == "error"] or found)
     return job, found
-
-
-@dataclass(kw_only=True, slots=True)
-class LoadResult:
-    """A whole jobs directory: the jobs that loaded and every problem found."""
-
-    jobs_dir: Path
-    settings: spec.Settings
-    jobs: dict[str, spec.Job] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
-
-
-def load_dir(jobs_dir: Path) -> LoadResult:
-    """Load every job file below jobs_dir; one bad file never stops the others."""
-    settings, problems = load_settings(jobs_dir)
-    result = LoadResult(jobs_dir=jobs_dir, settings=settings, problems=list(problems))
-    files, found = discover(jobs_dir)
-    result.files = files
-    result.problems.extend(found)
-    by_id: dict[str, Path] = {}
-    for path in files:
-        job_id = job_id_for(path, jobs_dir)
-        if job_id in by_id:
-            other = by_id[job_id]
-            for a, b in ((path, other), (other, path)):
-                result.problems.append(
-                    Problem(path=str(a), message=f"job id {job_id!r} is also defined by {b}")
-                )
-            result.jobs.pop(job_id, None)
-            continue
-        by_id[job_id] = path
-        try:
-            job, warnings = load_job(path, jobs_dir=jobs_dir, settings=settings)
-        except SpecError as exc:
-            result.problems.extend(exc.problems)
-            continue
-        result.jobs[job_id] = job
-        result.problems.extend(warnings)
-    result.problems.extend(check_graph(result.jobs, files_by_id=by_id))
-    return result
 
 
 def check_graph(jobs: Mapping[str, spec.Job], *, files_by_id: Mapping[str, Path]) -> list[Problem]:

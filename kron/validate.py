@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from kron import spec
 from kron.errors import Problem
-from kron.loader import LoadResult, load_dir
+from kron.catalog import LoadResult, load_dir
 
 
 @dataclass(kw_only=True, slots=True)

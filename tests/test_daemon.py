@@ -19,7 +19,7 @@ from kron import records
 from kron.daemon import Daemon
 
 from .clock import FakeClock
-from .harness import DEADLINE_S, Events, iso, read_records, write_job
+from .harness import DEADLINE_S, Events, iso, read_records, until_true, write_job
 
 T0 = datetime(2026, 3, 2, 7, 0, 30, tzinfo=UTC)
 
@@ -125,14 +125,19 @@ def test_reboot_jobs_fire_once_per_boot_not_per_daemon_start(jobs_dir: Path) -> 
     assert triggers == ["reboot", "reboot"]
 
 
-def test_sigterm_stops_running_jobs_and_records_them_cancelled(jobs_dir: Path) -> None:
+def test_sigterm_stops_running_jobs_and_records_them_cancelled(jobs_dir: Path, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
     write_job(jobs_dir, "kron.toml", 'shutdown_grace = "2s"\n')
-    write_job(jobs_dir, "slow.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "trap \'\' TERM; sleep 60"\nkill_grace = "30s"\n')
+    write_job(
+        jobs_dir,
+        "slow.toml",
+        f'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "trap \'\' TERM; touch {ready}; sleep 60"\nkill_grace = "30s"\n',
+    )
     clock = FakeClock(T0)
 
     async def body(daemon: Daemon, events: Events) -> None:
         await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
-        await events.until(lambda e: len(e.started()) == 1)
+        await until_true(ready.exists)  # the job ignores SIGTERM from here on
 
     started = time.monotonic()
     with_daemon(jobs_dir, clock, body)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kron import spec
-from kron.loader import load_dir
+from kron.catalog import load_dir
 
 GOOD = """
 schedule = "0 3 * * *"

@@ -1,0 +1,224 @@
+"""The set of jobs a jobs directory defines, kept up to date one changed file at a time.
+
+`kron validate` and the daemon share it: a full scan is the first load, `apply()` is a reload.
+A file that turns invalid keeps its last good job active; its error stays listed until fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kron import spec
+from kron.documents import is_job_file as _is_job_name
+from kron.errors import Problem, SpecError
+from kron.loader import SETTINGS_NAMES, check_graph, discover, job_id_for, load_job, load_settings
+
+__all__ = ["Catalog", "Changes", "Entry", "LoadResult", "load_dir"]
+
+
+@dataclass(kw_only=True, slots=True)
+class Entry:
+    """One job file: the last good job it defined and what is wrong with it now."""
+
+    path: Path
+    job_id: str
+    job: spec.Job | None = None  # last good definition
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+@dataclass(kw_only=True, slots=True)
+class Changes:
+    """What one reload changed in the active job set, and what it found wrong."""
+
+    added: list[spec.Job] = field(default_factory=list)
+    updated: list[spec.Job] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    invalid: list[Entry] = field(default_factory=list)  # files whose new version was refused
+    fixed: list[Entry] = field(default_factory=list)  # files that were invalid and load again
+    settings_changed: bool = False
+    settings_problems: list[Problem] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated or self.removed or self.invalid or self.fixed or self.settings_changed)
+
+
+class Catalog:
+    """Every job file below a jobs directory, with the job each one contributes."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.jobs_dir = jobs_dir
+        self.settings = spec.Settings()
+        self.settings_problems: list[Problem] = []
+        self.folder_problems: list[Problem] = []
+        self.graph_problems: list[Problem] = []
+        self.entries: dict[Path, Entry] = {}
+        self.active: dict[str, spec.Job] = {}
+        self._owner: dict[str, Path] = {}  # the file whose job is active for an id
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def scan(self) -> Changes:
+        """(Re)read everything: kron.toml, then every job file."""
+        settings, problems = load_settings(self.jobs_dir)
+        settings_errors = [p for p in problems if p.severity == "error"]
+        changes = Changes(settings_problems=problems)
+        if not settings_errors or settings.path is None or not self.entries:
+            changes.settings_changed = settings != self.settings
+            self.settings = settings if not settings_errors else spec.Settings(path=settings.path)
+        self.settings_problems = problems
+        files, self.folder_problems = discover(self.jobs_dir)
+        gone = set(self.entries) - set(files)
+        self._reload(files, gone, changes)
+        return changes
+
+    def apply(self, paths: Iterable[Path]) -> Changes:
+        """Re-read only what changed: files, folders (added, removed or renamed), kron.toml."""
+        files: set[Path] = set()
+        gone: set[Path] = set()
+        for raw in paths:
+            path = Path(raw)
+            try:
+                relative = path.relative_to(self.jobs_dir)
+            except ValueError:
+                continue
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if len(relative.parts) == 1 and relative.name in SETTINGS_NAMES:
+                return self.scan()  # defaults and zone reach every job: re-merge them all
+            if path.is_dir():
+                found, _ = discover(path)
+                files.update(found)
+                gone.update(p for p in self.entries if _is_under(p, path) and p not in found)
+            elif path.exists() and _is_job_name(path.name):
+                files.add(path)
+            else:
+                gone.update(p for p in self.entries if p == path or _is_under(p, path))
+        changes = Changes()
+        self._reload(sorted(files), gone, changes)
+        return changes
+
+    def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:
+        touched: set[str] = set()
+        for path in gone:
+            entry = self.entries.pop(path, None)
+            if entry is not None:
+                touched.add(entry.job_id)
+        for path in files:
+            job_id = job_id_for(path, self.jobs_dir)
+            entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
+            was_invalid = bool(entry.errors)
+            try:
+                job, warnings = load_job(path, jobs_dir=self.jobs_dir, settings=self.settings)
+            except SpecError as exc:
+                entry.problems = exc.problems
+                changes.invalid.append(entry)
+            else:
+                entry.job, entry.problems = job, warnings
+                if was_invalid:
+                    changes.fixed.append(entry)
+            self.entries[path] = entry
+            touched.add(job_id)
+        self._settle(touched, changes)
+
+    def _settle(self, touched: set[str], changes: Changes) -> None:
+        """Decide, for each touched id, which file's job is active; record the difference."""
+        by_id: dict[str, list[Entry]] = {}
+        for entry in self.entries.values():
+            if entry.job_id in touched:
+                by_id.setdefault(entry.job_id, []).append(entry)
+        for job_id in touched:
+            candidates = by_id.get(job_id, [])
+            owner = self._owner.get(job_id)
+            for entry in candidates:
+                entry.problems = [p for p in entry.problems if not p.message.startswith("job id ")]
+            if len(candidates) > 1:
+                # Two files for one id: the one already active stays; all are reported.
+                paths = sorted(e.path for e in candidates)
+                for entry in candidates:
+                    others = ", ".join(str(p) for p in paths if p != entry.path)
+                    entry.problems.append(
+                        Problem(path=str(entry.path), message=f"job id {job_id!r} is also defined by {others}")
+                    )
+                chosen = next((e for e in candidates if e.path == owner), None)
+            else:
+                chosen = candidates[0] if candidates else None
+            new = chosen.job if chosen else None
+            old = self.active.get(job_id)
+            if new is None:
+                if old is not None:
+                    changes.removed.append(job_id)
+                    del self.active[job_id]
+                    self._owner.pop(job_id, None)
+                continue
+            assert chosen is not None
+            self._owner[job_id] = chosen.path
+            self.active[job_id] = new
+            if old is None:
+                changes.added.append(new)
+            elif old.config_sha != new.config_sha or old.path != new.path:
+                changes.updated.append(new)
+        files_by_id = {e.job_id: e.path for e in self.entries.values()}
+        self.graph_problems = check_graph(self.active, files_by_id=files_by_id)
+
+    # -- reporting --------------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Everything wrong right now, in file order."""
+        found = list(self.settings_problems) + list(self.folder_problems)
+        for path in sorted(self.entries):
+            found.extend(self.entries[path].problems)
+        found.extend(self.graph_problems)
+        return found
+
+    @property
+    def invalid_files(self) -> dict[str, list[Problem]]:
+        """Files with errors now (their last good job, if any, is still active)."""
+        bad: dict[str, list[Problem]] = {}
+        for problem in self.problems:
+            if problem.severity == "error":
+                bad.setdefault(problem.path, []).append(problem)
+        return bad
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
+@dataclass(kw_only=True, slots=True)
+class LoadResult:
+    """A whole jobs directory: the jobs that loaded and every problem found."""
+
+    jobs_dir: Path
+    settings: spec.Settings
+    jobs: dict[str, spec.Job] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+
+def load_dir(jobs_dir: Path) -> LoadResult:
+    """Load every job file below jobs_dir; one bad file never stops the others."""
+    catalog = Catalog(jobs_dir)
+    catalog.scan()
+    valid = {e.job_id for e in catalog.entries.values() if not e.errors}
+    return LoadResult(
+        jobs_dir=jobs_dir,
+        settings=catalog.settings,
+        jobs={k: j for k, j in sorted(catalog.active.items()) if k in valid},
+        problems=catalog.problems,
+        files=sorted(catalog.entries),
+    )
