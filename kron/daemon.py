@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +18,9 @@ from pathlib import Path
 from kron import records, spec
 from kron.clock import Clock, RealClock
 from kron.errors import KronError
+from kron.errors import Problem
 from kron.events import Event, RunEnded, to_record
-from kron.catalog import LoadResult, load_dir
+from kron.catalog import Catalog, Changes
 from kron.runner import Scheduler
 from kron.schedule import ScheduleKind
 from kron.spec import Outcome
@@ -138,7 +140,9 @@ class Daemon:
         self._records_dir_override = records_dir
         self.clock = clock or RealClock()
         self.boot_id = boot_id or current_boot_id()
-        self.loaded: LoadResult | None = None
+        self.catalog = Catalog(jobs_dir)
+        self.reloads = 0  # batches applied since start (status, tests)
+        self.last_reload: set[Path] | None = None
         self.scheduler: Scheduler | None = None
         self.sink: RecordSink | None = None
         self.state: State | None = None
@@ -147,26 +151,31 @@ class Daemon:
         self._lock_fd: int | None = None
 
     @property
-    def records_root(self) -> Path:
-        settings = self.loaded.settings if self.loaded else spec.Settings()
-        return self._records_dir_override or settings.records_dir or self.jobs_dir
+    def settings(self) -> spec.Settings:
+        return self.catalog.settings
 
-    def load(self) -> LoadResult:
+    @property
+    def records_root(self) -> Path:
+        return self._records_dir_override or self.settings.records_dir or self.jobs_dir
+
+    def load(self) -> Changes:
         """First load; kron.toml errors are fatal, a bad job file is reported and skipped."""
-        result = load_dir(self.jobs_dir)
-        settings_errors = [p for p in result.errors if result.settings.path and p.path == str(result.settings.path)]
+        changes = self.catalog.scan()
+        settings_errors = [p for p in changes.settings_problems if p.severity == "error"]
         if settings_errors:
             raise KronError("invalid kron.toml:\n" + "\n".join(str(p) for p in settings_errors))
-        for problem in result.problems:
-            (log.error if problem.severity == "error" else log.warning)("%s", problem)
-        self.loaded = result
-        return result
+        _log_problems(self.catalog.problems)
+        return changes
 
     async def start(self) -> None:
         """Lock, load, recover from the last stop, and arm every job."""
         self._lock_fd = lock_jobs_dir(self.jobs_dir)
-        result = self.load()
-        settings = result.settings
+        try:
+            self.load()
+        except BaseException:
+            self.close()
+            raise
+        settings = self.settings
         root = self.records_root
         self.state = State.load(kron_dir(root) / "state.json")
         self.sink = RecordSink(jobs_dir=self.jobs_dir, records_dir=self._records_dir_override or settings.records_dir,
@@ -176,15 +185,21 @@ class Daemon:
         now = self.clock.now()
         self.started_at = now
         first_boot = self.state.boot_id != self.boot_id
-        self.apply(result.jobs, now=now, recover=True)
+        self.audit = AuditLog(kron_dir(root) / "audit.jsonl", self.clock)
+        jobs = self.catalog.active
+        self.apply(jobs, now=now, recover=True)
+        for job in jobs.values():
+            self.audit.write("load", job=job.id, path=job.path, config_sha=job.config_sha)
+        for path, problems in self.catalog.invalid_files.items():
+            self.audit.write("invalid", path=Path(path), error="; ".join(p.message for p in problems))
         if first_boot:
             self.state.boot_id = self.boot_id
-            for job in result.jobs.values():
+            for job in jobs.values():
                 if job.schedule.kind is ScheduleKind.REBOOT and job.enabled and job.id not in self.state.paused:
                     self.scheduler.fire(job.id, slot=now, trigger=spec.Trigger.REBOOT)
         self._save_state()
         log.info("kron daemon started: %d jobs loaded from %s, %d invalid files",
-                 len(result.jobs), self.jobs_dir, len({p.path for p in result.errors}))
+                 len(jobs), self.jobs_dir, len(self.catalog.invalid_files))
 
     def apply(self, jobs: Mapping[str, spec.Job], *, now: datetime, recover: bool = False) -> None:
         """Bring the scheduler to exactly this job set (first load, reload)."""
@@ -194,7 +209,7 @@ class Daemon:
                 self.scheduler.remove(job_id)
                 self.sink.retention.pop(job_id, None)
         for job in jobs.values():
-            self.sink.retention[job.id] = job.records
+            self.sink_retention(job)
             if job.id in self.scheduler.jobs:
                 self.scheduler.update(job)
                 continue
@@ -241,24 +256,98 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def serve(self) -> None:
+    def reload(self, paths: set[Path] | None = None) -> Changes:
+        """Apply changed files (or, with None, re-read everything, as on SIGHUP)."""
+        assert self.scheduler is not None and self.state is not None
+        started = time.perf_counter()
+        changes = self.catalog.scan() if paths is None else self.catalog.apply(paths)
+        self.reloads += 1
+        self.last_reload = paths
+        now = self.clock.now()
+        if changes.settings_changed:
+            self.scheduler.policy = self.settings.policy
+            self.scheduler.set_max_concurrent(self.settings.max_concurrent)
+            self.audit.write("settings", path=self.settings.path)
+        for problem in changes.settings_problems:
+            (log.error if problem.severity == "error" else log.warning)("%s (kept the last good settings)", problem)
+        for entry in changes.invalid:
+            _log_problems(entry.problems)
+            kept = " (its last good version stays scheduled)" if entry.job is not None else ""
+            log.error("%s: invalid%s", entry.path, kept)
+            self.audit.write("invalid", job=entry.job_id, path=entry.path,
+                             error="; ".join(p.message for p in entry.errors))
+        for entry in changes.fixed:
+            log.info("%s: valid again", entry.path)
+        for job in changes.added:
+            self.state.first_seen.setdefault(job.id, now)
+            self.sink_retention(job)
+            self.scheduler.add(job, cursor=now, paused=job.id in self.state.paused, now=now)
+            self.audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job in changes.updated:
+            self.sink_retention(job)
+            self.scheduler.update(job)
+            self.audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job_id in changes.removed:
+            self.scheduler.remove(job_id)
+            self.audit.write("remove", job=job_id)
+        if changes.added:
+            self._save_state()
+        if changes:
+            log.info("reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
+                     (time.perf_counter() - started) * 1000, len(changes.added), len(changes.updated),
+                     len(changes.removed), len(changes.invalid))
+        return changes
+
+    def sink_retention(self, job: spec.Job) -> None:
+        assert self.sink is not None
+        self.sink.retention[job.id] = job.records
+
+    async def _follow(self) -> None:
+        """Apply changes from the jobs directory as they come; a failure never stops the daemon."""
+        from kron.watch import watch
+
+        while not self._stop.is_set():
+            try:
+                async for paths in watch(self.jobs_dir, self._stop):
+                    try:
+                        self.reload(paths)
+                    except Exception:
+                        log.exception("reload failed; the jobs stay as they were")
+            except Exception:
+                log.exception("watching %s failed; retrying in 5 s (SIGHUP reloads meanwhile)", self.jobs_dir)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 5)
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: re-reading %s", self.jobs_dir)
+        try:
+            self.reload(None)
+        except Exception:
+            log.exception("reload failed; the jobs stay as they were")
+
+    async def serve(self, *, watch: bool = True) -> None:
         """Run until SIGTERM/SIGINT, then shut down within shutdown_grace."""
-        assert self.scheduler is not None and self.loaded is not None
+        assert self.scheduler is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         runner = asyncio.ensure_future(self.scheduler.run_forever())
+        follower = asyncio.ensure_future(self._follow()) if watch else None
         stopper = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done() and runner.exception():
             log.error("scheduler stopped unexpectedly", exc_info=runner.exception())
         log.info("stopping: no new runs")
-        await self.scheduler.shutdown(self.loaded.settings.shutdown_grace)
+        self._stop.set()
+        await self.scheduler.shutdown(self.settings.shutdown_grace)
         self._remember_cursors()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for task in (runner, follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         self._save_state()
         self.close()
@@ -268,3 +357,38 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _log_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        (log.error if problem.severity == "error" else log.warning)("%s", problem)
+
+
+class AuditLog:
+    """Every load, change, removal and invalid file, as one JSON line each."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self._clock = clock
+
+    def write(
+        self,
+        event: str,
+        *,
+        job: str | None = None,
+        path: Path | None = None,
+        config_sha: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        line = {
+            "time": records.format_time(self._clock.now()),
+            "event": event,
+            "job": job,
+            "path": str(path) if path else None,
+            "config_sha": config_sha,
+            "error": error,
+        }
+        try:
+            records.append(self.path, line)
+        except OSError as exc:
+            log.error("cannot write the audit log %s: %s", self.path, exc)

@@ -171,6 +171,10 @@ class Scheduler:
             js.catchup.clear()
             self._wake.set()
 
+    def set_max_concurrent(self, limit: int | None) -> None:
+        """Change the global limit; runs already holding a place keep it."""
+        self._limit = asyncio.Semaphore(limit) if limit else None
+
     def set_paused(self, job_id: str, paused: bool) -> None:
         js = self._jobs[job_id]
         js.paused = paused
@@ -386,7 +390,8 @@ class Scheduler:
         if run.stop_reason is not None:
             return self._end(run, run.stop_reason, ActionResult(error="stopped before it started"))
         run.state = "queued"
-        if self._limit is not None and not await self._acquire(run):
+        limit = self._limit
+        if limit is not None and not await self._acquire(run, limit):
             return self._end(run, run.stop_reason or Outcome.CANCELLED,
                              ActionResult(error="stopped while queued for max_concurrent"))
         try:
@@ -407,19 +412,18 @@ class Scheduler:
             )
             return self._end(run, classify(job, result, run.stop_reason), result)
         finally:
-            if self._limit is not None:
-                self._limit.release()
+            if limit is not None:
+                limit.release()
 
-    async def _acquire(self, run: Run) -> bool:
-        assert self._limit is not None
-        acquire = asyncio.ensure_future(self._limit.acquire())
+    async def _acquire(self, run: Run, limit: asyncio.Semaphore) -> bool:
+        acquire = asyncio.ensure_future(limit.acquire())
         stopper = asyncio.ensure_future(run.stop_event.wait())
         await asyncio.wait({acquire, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if acquire.done() and not acquire.cancelled():
             if run.stop_reason is None:
                 return True
-            self._limit.release()
+            limit.release()
             return False
         acquire.cancel()
         return False

@@ -240,7 +240,8 @@ def test_an_invalid_job_file_is_reported_and_the_others_run(jobs_dir: Path) -> N
     clock = FakeClock(T0)
 
     async def body(daemon: Daemon, events: Events) -> None:
-        assert daemon.loaded is not None and list(daemon.loaded.jobs) == ["good"]
+        assert list(daemon.catalog.active) == ["good"]
+        assert list(daemon.catalog.invalid_files) == [str(jobs_dir / "bad.toml")]
         await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 1)
 

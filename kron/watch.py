@@ -1,0 +1,57 @@
+"""Follow the jobs directory live: which changes matter, batched as the editor or git makes them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import watchfiles
+
+from kron.documents import is_job_file
+from kron.loader import SETTINGS_NAMES
+
+log = logging.getLogger("kron.watch")
+
+# A change is applied once the directory has been quiet for STEP_MS, and at the latest after
+# DEBOUNCE_MS of continuous changes (a long `git checkout` is applied in consistent batches).
+# watchfiles' defaults (1600 ms) would make every edit wait over a second and a half.
+STEP_MS = 30
+DEBOUNCE_MS = 400
+
+
+class JobFilesFilter:
+    """Keep job files, kron.toml and folders; drop hidden files, editor temporaries and records."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.jobs_dir = jobs_dir
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        try:
+            relative = Path(path).relative_to(self.jobs_dir)
+        except ValueError:
+            return False
+        if any(part.startswith(".") for part in relative.parts):
+            return False
+        name = relative.name
+        if is_job_file(name) or name in SETTINGS_NAMES:
+            return True
+        # A folder added, removed or renamed: its files never show up one by one.
+        return "." not in name and not name.endswith(("~", "#"))
+
+
+async def watch(jobs_dir: Path, stop: asyncio.Event) -> AsyncIterator[set[Path]]:
+    """Yield the set of changed paths, batch by batch, until `stop` is set."""
+    async for changes in watchfiles.awatch(
+        jobs_dir,
+        watch_filter=JobFilesFilter(jobs_dir),
+        debounce=DEBOUNCE_MS,
+        step=STEP_MS,
+        stop_event=stop,
+        recursive=True,
+        ignore_permission_denied=True,
+    ):
+        paths = {Path(path) for _, path in changes}
+        log.debug("changes: %s", sorted(map(str, paths)))
+        yield paths
