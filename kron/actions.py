@@ -1,19 +1,43 @@
-"""How a job's action runs: the process actions here; each returns an ActionResult."""
+"""How a job's action runs: the wait first, then the action; each returns an ActionResult.
+
+The process actions (`command`, `shell`) live here. `http`, `docker` and `agent` live in their
+own modules, imported on first use so that `kron validate` never loads httpx or the docker SDK.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kron import spec
-from kron.process import run_process
+from kron.process import ProcessResult, run_process
+
+if TYPE_CHECKING:
+    from kron.agent import AgentBudget
+
+__all__ = [
+    "ActionResult",
+    "Interrupted",
+    "build_env",
+    "execute",
+    "from_process",
+    "mask",
+    "read_env_file",
+    "secret_values",
+    "until_stopped",
+    "working_dir",
+]
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,23 +103,131 @@ def build_env(job: spec.Job, run_env: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def working_dir(job: spec.Job) -> Path:
+    """Where the job's processes (and relative `file:` conditions) start: `cwd`, else its folder."""
+    return job.cwd or job.path.parent
+
+
+class Interrupted(enum.Enum):
+    """Why until_stopped gave up on an awaitable."""
+
+    STOPPED = "stopped"
+    TIMED_OUT = "timed out"
+
+
+async def until_stopped(
+    awaitable: Awaitable[T],
+    *,
+    stop: asyncio.Event,
+    # Not a cancel scope (ASYNC109): the caller records which of the two ended the wait.
+    timeout: timedelta | None = None,  # noqa: ASYNC109
+) -> T | Interrupted:
+    """Await `awaitable` unless `stop` is set or `timeout` passes first; then cancel it.
+
+    Returns:
+        The awaitable's result, or why it was cancelled.
+    """
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, stopper},
+            timeout=None if timeout is None else timeout.total_seconds(),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task in done:
+        return task.result()
+    return Interrupted.STOPPED if stop.is_set() else Interrupted.TIMED_OUT
+
+
+def from_process(result: ProcessResult, **extra: Any) -> ActionResult:
+    """An ActionResult carrying what a child process did."""
+    return ActionResult(
+        exit_code=result.exit_code,
+        signal=result.signal,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        truncated=result.truncated,
+        error=result.error,
+        timed_out=result.timed_out,
+        stopped=result.stopped,
+        pid=result.pid,
+        extra=extra,
+    )
+
+
 async def execute(
     job: spec.Job,
     *,
     run_env: Mapping[str, str],
     stop: asyncio.Event,
     on_spawn: Callable[[int], None] | None = None,
+    budget: AgentBudget | None = None,
 ) -> ActionResult:
-    """Run the job's action once; never raises for a failure of the job itself."""
+    """Wait for the job's `wait` condition, then run its action once.
+
+    Never raises for a failure of the job itself: that is a result.
+
+    Args:
+        job: the job to run.
+        run_env: the KRON_* variables of this run.
+        stop: set by the runner to stop the run (cancel, replace, shutdown).
+        on_spawn: called with the pid of a child process as soon as it starts.
+        budget: the agent budgets in force, global ones from kron.toml included (the daemon
+            passes one); None keeps only per-job budgets, in a ledger per jobs directory.
+
+    Returns:
+        What the wait and the action did; the runner decides the outcome from it.
+    """
+    try:
+        env = build_env(job, run_env)
+    except (OSError, ValueError) as exc:
+        return ActionResult(error=f"env_file: {exc}")
+    wait_record: dict[str, Any] = {}
+    if job.wait is not None:
+        from kron.wait import wait_until
+
+        waited = await wait_until(job.wait, job=job, env=env, stop=stop)
+        wait_record = {"wait": waited.record()}
+        if waited.stopped:
+            return ActionResult(
+                stopped=True, error=f"stopped while waiting for {job.wait.until}", extra=wait_record
+            )
+        if not waited.satisfied and job.wait.on_timeout is not spec.WaitTimeoutAction.RUN:
+            skip = job.wait.on_timeout is spec.WaitTimeoutAction.SKIP
+            return ActionResult(
+                outcome=spec.Outcome.SKIPPED if skip else spec.Outcome.WAIT_TIMEOUT,
+                error=waited.describe(),
+                extra=wait_record,
+            )
+    result = await _run_action(
+        job, env=env, run_env=run_env, stop=stop, on_spawn=on_spawn, budget=budget
+    )
+    if wait_record:
+        result = replace(result, extra={**wait_record, **result.extra})
+    return result
+
+
+async def _run_action(
+    job: spec.Job,
+    *,
+    env: dict[str, str],
+    run_env: Mapping[str, str],
+    stop: asyncio.Event,
+    on_spawn: Callable[[int], None] | None,
+    budget: AgentBudget | None,
+) -> ActionResult:
     action = job.action
     if isinstance(action, spec.CommandAction | spec.ShellAction):
-        try:
-            env = build_env(job, run_env)
-        except (OSError, ValueError) as exc:
-            return ActionResult(error=f"env_file: {exc}")
         result = await run_process(
             action.argv,
-            cwd=str(job.cwd or job.path.parent),
+            cwd=str(working_dir(job)),
             env=env,
             umask=job.umask,
             user=job.user,
@@ -106,16 +238,15 @@ async def execute(
             stop=stop,
             on_spawn=on_spawn,
         )
-        return ActionResult(
-            exit_code=result.exit_code,
-            signal=result.signal,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            truncated=result.truncated,
-            error=result.error,
-            timed_out=result.timed_out,
-            stopped=result.stopped,
-            pid=result.pid,
-        )
-    kind = type(action).__name__.removesuffix("Action").lower()
-    return ActionResult(error=f"the {kind} action is not available in this version of kron")
+        return from_process(result)
+    if isinstance(action, spec.HttpAction):
+        from kron.http_action import run_http
+
+        return await run_http(job, action, stop=stop)
+    if isinstance(action, spec.DockerAction):
+        from kron.docker_action import run_docker
+
+        return await run_docker(job, action, run_env=run_env, stop=stop)
+    from kron.agent import run_agent
+
+    return await run_agent(job, action, env=env, stop=stop, on_spawn=on_spawn, budget=budget)

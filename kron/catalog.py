@@ -45,7 +45,14 @@ class Changes:
     settings_problems: list[Problem] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.updated or self.removed or self.invalid or self.fixed or self.settings_changed)
+        return bool(
+            self.added
+            or self.updated
+            or self.removed
+            or self.invalid
+            or self.fixed
+            or self.settings_changed
+        )
 
 
 class Catalog:
@@ -143,7 +150,10 @@ class Catalog:
                 for entry in candidates:
                     others = ", ".join(str(p) for p in paths if p != entry.path)
                     entry.problems.append(
-                        Problem(path=str(entry.path), message=f"job id {job_id!r} is also defined by {others}")
+                        Problem(
+                            path=str(entry.path),
+                            message=f"job id {job_id!r} is also defined by {others}",
+                        )
                     )
                 chosen = next((e for e in candidates if e.path == owner), None)
             else:

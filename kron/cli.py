@@ -39,13 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kron {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("validate", parents=[common], help="check job files, as the daemon would load them")
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or folders (default: the jobs directory)")
+    p = sub.add_parser(
+        "validate", parents=[common], help="check job files, as the daemon would load them"
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="files or folders (default: the jobs directory)",
+    )
     p.add_argument("--format", choices=["text", "json", "github"], default="text")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems and the summary")
 
-    p = sub.add_parser("next", parents=[common], help="upcoming fire times of a job or an expression")
+    p = sub.add_parser(
+        "next", parents=[common], help="upcoming fire times of a job or an expression"
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("job", nargs="?", help="a job id or a job file")
     target.add_argument("--expr", help="a schedule expression, e.g. '0 3 * * MON-FRI'")
@@ -59,9 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
-    p = sub.add_parser("run", parents=[common], help="fire a job now (trigger manual) and print its record")
+    p = sub.add_parser(
+        "run", parents=[common], help="fire a job now (trigger manual) and print its record"
+    )
     p.add_argument("job", help="a job id or a job file")
-    p.add_argument("--wait", action="store_true", help="wait for the run to end (always so without a daemon)")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run to end (always so without a daemon)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("history", parents=[common], help="recent runs, newest first")
@@ -80,17 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fmt", parents=[common], help="rewrite job files in canonical form")
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
-    p.add_argument("--force", action="store_true", help="rewrite files even when comments would be lost")
+    p.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a file would change"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="rewrite files even when comments would be lost"
+    )
 
     p = sub.add_parser("convert", parents=[common], help="turn a TOML job file into YAML or back")
     p.add_argument("file", type=Path)
     p.add_argument("--to", choices=["toml", "yaml"], required=True)
-    p.add_argument("--stdout", action="store_true", help="print the result instead of replacing the file")
+    p.add_argument(
+        "--stdout", action="store_true", help="print the result instead of replacing the file"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Run one kron command; return its exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -103,7 +125,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             parser.print_help(out)
             return EXIT_USAGE
         handler = _COMMANDS[args.command]
-        return handler(args, out, err)
+        code: int = handler(args, out, err)
+        return code
     except UsageError as exc:
         print(exc, file=err)
         return EXIT_USAGE
@@ -132,7 +155,9 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not path.exists() and not path.is_symlink():
             raise UsageError(f"kron validate: no such file or folder: {path}")
     if not args.paths and not args.jobs_dir.is_dir():
-        raise UsageError(f"kron validate: no jobs directory at {args.jobs_dir} (give --jobs-dir or paths)")
+        raise UsageError(
+            f"kron validate: no jobs directory at {args.jobs_dir} (give --jobs-dir or paths)"
+        )
     report = v.validate(args.paths, jobs_dir=args.jobs_dir)
     now = datetime.now(UTC)
     if args.format == "json":
@@ -151,7 +176,9 @@ def _parse_from(text: str | None, zone: ZoneInfo) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--from: {text!r} is not an ISO 8601 time (e.g. 2026-03-29T01:00)") from None
+        raise UsageError(
+            f"--from: {text!r} is not an ISO 8601 time (e.g. 2026-03-29T01:00)"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=zone)
 
 
@@ -164,7 +191,9 @@ def _cmd_next(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings, _ = load_settings(args.jobs_dir) if args.jobs_dir.is_dir() else (None, [])
     if args.expr:
         try:
-            zone = _zone(args.tz) if args.tz else (settings.timezone if settings else ZoneInfo("UTC"))
+            zone = (
+                _zone(args.tz) if args.tz else (settings.timezone if settings else ZoneInfo("UTC"))
+            )
             schedule = parse_schedule(args.expr, zone)
         except ValueProblem as exc:
             raise UsageError(f"kron next: {exc}") from None
@@ -174,7 +203,7 @@ def _cmd_next(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         jobs_dir = args.jobs_dir if _is_within(path, args.jobs_dir) else path.parent
         from kron.loader import load_settings as _ls
 
-        settings_here, problems = _ls(jobs_dir)
+        settings_here, _problems = _ls(jobs_dir)
         job, _ = load_job(path, jobs_dir=jobs_dir, settings=settings_here)
         schedule = job.schedule
         zone = _zone(args.tz) if args.tz else job.timezone
@@ -233,7 +262,9 @@ def _cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_fmt(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.fmt import format_paths
 
-    return format_paths(args.paths or [args.jobs_dir], check=args.check, force=args.force, out=out, err=err)
+    return format_paths(
+        args.paths or [args.jobs_dir], check=args.check, force=args.force, out=out, err=err
+    )
 
 
 def _cmd_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -283,7 +314,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = _find_job_file(args.job, args.jobs_dir)
     jobs_dir = args.jobs_dir if _is_within(path, args.jobs_dir) else path.parent
     if not args.wait:
-        print("note: no daemon reachable; running in this process and waiting for the end", file=err)
+        print(
+            "note: no daemon reachable; running in this process and waiting for the end", file=err
+        )
     record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
     _print_record(record, out, as_json=args.json)
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
@@ -299,7 +332,9 @@ def _parse_since(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--since: {text!r} is neither a duration (2h, 7d) nor an ISO time") from None
+        raise UsageError(
+            f"--since: {text!r} is neither a duration (2h, 7d) nor an ISO time"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -307,7 +342,9 @@ def _cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.history import runs
 
     since = _parse_since(args.since) if args.since else None
-    found = runs(_records_root(args.jobs_dir), job=args.job, outcome=args.outcome, since=since)[: args.n]
+    found = runs(_records_root(args.jobs_dir), job=args.job, outcome=args.outcome, since=since)[
+        : args.n
+    ]
     if args.json:
         json.dump(found, out, indent=2, ensure_ascii=False)
         out.write("\n")
@@ -318,22 +355,35 @@ def _cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rows = [("RUN", "JOB", "SLOT", "TRIGGER", "OUTCOME", "DURATION", "EXIT")]
     for r in found:
         duration = r.get("duration_s")
-        exit_text = r.get("exit_code") if r.get("exit_code") is not None else (
-            f"sig {r['signal']}" if r.get("signal") else "")
-        rows.append((
-            str(r.get("run_id", "")), str(r.get("job", "")), str(r.get("slot", "")),
-            f"{r.get('trigger', '')}#{r.get('attempt', 1)}" if (r.get("attempt") or 1) > 1 else str(r.get("trigger", "")),
-            str(r.get("outcome", "")), f"{duration:.2f}s" if isinstance(duration, int | float) else "",
-            str(exit_text),
-        ))
+        exit_text = (
+            r.get("exit_code")
+            if r.get("exit_code") is not None
+            else (f"sig {r['signal']}" if r.get("signal") else "")
+        )
+        rows.append(
+            (
+                str(r.get("run_id", "")),
+                str(r.get("job", "")),
+                str(r.get("slot", "")),
+                f"{r.get('trigger', '')}#{r.get('attempt', 1)}"
+                if (r.get("attempt") or 1) > 1
+                else str(r.get("trigger", "")),
+                str(r.get("outcome", "")),
+                f"{duration:.2f}s" if isinstance(duration, int | float) else "",
+                str(exit_text),
+            )
+        )
     _print_table(rows, out)
     return EXIT_OK
 
 
-def _print_table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
 
 
 def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
@@ -341,8 +391,24 @@ def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None
         json.dump(record, out, indent=2, ensure_ascii=False)
         out.write("\n")
         return
-    for key in ("run_id", "job", "slot", "trigger", "attempt", "outcome", "started_at", "ended_at",
-                "duration_s", "exit_code", "signal", "error", "truncated", "config_sha", "host", "pid"):
+    for key in (
+        "run_id",
+        "job",
+        "slot",
+        "trigger",
+        "attempt",
+        "outcome",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "exit_code",
+        "signal",
+        "error",
+        "truncated",
+        "config_sha",
+        "host",
+        "pid",
+    ):
         if record.get(key) not in (None, "", False):
             print(f"{key + ':':12} {record[key]}", file=out)
     for stream in ("stdout", "stderr"):

@@ -16,11 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from kron import records, spec
-from kron.clock import Clock, RealClock
-from kron.errors import KronError
-from kron.errors import Problem
-from kron.events import Event, RunEnded, to_record
 from kron.catalog import Catalog, Changes
+from kron.clock import Clock, RealClock
+from kron.errors import KronError, Problem
+from kron.events import Event, RunEnded, to_record
 from kron.runner import Scheduler
 from kron.schedule import ScheduleKind
 from kron.spec import Outcome
@@ -71,6 +70,7 @@ class RecordSink:
         self._clock = clock
         self._since_prune: dict[str, int] = {}
         self._pruning: set[str] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self.retention: dict[str, spec.Retention] = {}
 
     def path(self, job_id: str) -> Path:
@@ -106,7 +106,9 @@ class RecordSink:
             finally:
                 self._pruning.discard(job_id)
 
-        asyncio.ensure_future(prune())
+        task = asyncio.ensure_future(prune())
+        self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._tasks.discard)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -178,9 +180,14 @@ class Daemon:
         settings = self.settings
         root = self.records_root
         self.state = State.load(kron_dir(root) / "state.json")
-        self.sink = RecordSink(jobs_dir=self.jobs_dir, records_dir=self._records_dir_override or settings.records_dir,
-                               clock=self.clock)
-        self.scheduler = Scheduler(clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy)
+        self.sink = RecordSink(
+            jobs_dir=self.jobs_dir,
+            records_dir=self._records_dir_override or settings.records_dir,
+            clock=self.clock,
+        )
+        self.scheduler = Scheduler(
+            clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy
+        )
         self.scheduler.subscribe(self.sink)
         now = self.clock.now()
         self.started_at = now
@@ -191,19 +198,31 @@ class Daemon:
         for job in jobs.values():
             self.audit.write("load", job=job.id, path=job.path, config_sha=job.config_sha)
         for path, problems in self.catalog.invalid_files.items():
-            self.audit.write("invalid", path=Path(path), error="; ".join(p.message for p in problems))
+            self.audit.write(
+                "invalid", path=Path(path), error="; ".join(p.message for p in problems)
+            )
         if first_boot:
             self.state.boot_id = self.boot_id
             for job in jobs.values():
-                if job.schedule.kind is ScheduleKind.REBOOT and job.enabled and job.id not in self.state.paused:
+                if (
+                    job.schedule.kind is ScheduleKind.REBOOT
+                    and job.enabled
+                    and job.id not in self.state.paused
+                ):
                     self.scheduler.fire(job.id, slot=now, trigger=spec.Trigger.REBOOT)
         self._save_state()
-        log.info("kron daemon started: %d jobs loaded from %s, %d invalid files",
-                 len(jobs), self.jobs_dir, len(self.catalog.invalid_files))
+        log.info(
+            "kron daemon started: %d jobs loaded from %s, %d invalid files",
+            len(jobs),
+            self.jobs_dir,
+            len(self.catalog.invalid_files),
+        )
 
     def apply(self, jobs: Mapping[str, spec.Job], *, now: datetime, recover: bool = False) -> None:
         """Bring the scheduler to exactly this job set (first load, reload)."""
-        assert self.scheduler is not None and self.sink is not None and self.state is not None
+        assert self.scheduler is not None
+        assert self.sink is not None
+        assert self.state is not None
         for job_id in list(self.scheduler.jobs):
             if job_id not in jobs:
                 self.scheduler.remove(job_id)
@@ -218,7 +237,9 @@ class Daemon:
             if recover:
                 for record in standing.abandoned:
                     self._abandon(job, record, now)
-            self.scheduler.add(job, cursor=standing.cursor, paused=job.id in self.state.paused, now=now)
+            self.scheduler.add(
+                job, cursor=standing.cursor, paused=job.id in self.state.paused, now=now
+            )
 
     def _abandon(self, job: spec.Job, record: Mapping[str, object], now: datetime) -> None:
         assert self.sink is not None
@@ -237,10 +258,15 @@ class Daemon:
                 error="the daemon stopped while this run was alive (crash, kill -9 or power loss)",
             )
         )
-        log.warning("job %s: run %s was alive when the daemon stopped; recorded abandoned", job.id, record.get("run_id"))
+        log.warning(
+            "job %s: run %s was alive when the daemon stopped; recorded abandoned",
+            job.id,
+            record.get("run_id"),
+        )
 
     def _remember_cursors(self) -> None:
-        assert self.scheduler is not None and self.state is not None
+        assert self.scheduler is not None
+        assert self.state is not None
         now = self.clock.now()
         for job_id, js in self.scheduler.jobs.items():
             idle = not js.job.enabled or js.paused
@@ -258,7 +284,8 @@ class Daemon:
 
     def reload(self, paths: set[Path] | None = None) -> Changes:
         """Apply changed files (or, with None, re-read everything, as on SIGHUP)."""
-        assert self.scheduler is not None and self.state is not None
+        assert self.scheduler is not None
+        assert self.state is not None
         started = time.perf_counter()
         changes = self.catalog.scan() if paths is None else self.catalog.apply(paths)
         self.reloads += 1
@@ -269,13 +296,19 @@ class Daemon:
             self.scheduler.set_max_concurrent(self.settings.max_concurrent)
             self.audit.write("settings", path=self.settings.path)
         for problem in changes.settings_problems:
-            (log.error if problem.severity == "error" else log.warning)("%s (kept the last good settings)", problem)
+            (log.error if problem.severity == "error" else log.warning)(
+                "%s (kept the last good settings)", problem
+            )
         for entry in changes.invalid:
             _log_problems(entry.problems)
             kept = " (its last good version stays scheduled)" if entry.job is not None else ""
             log.error("%s: invalid%s", entry.path, kept)
-            self.audit.write("invalid", job=entry.job_id, path=entry.path,
-                             error="; ".join(p.message for p in entry.errors))
+            self.audit.write(
+                "invalid",
+                job=entry.job_id,
+                path=entry.path,
+                error="; ".join(p.message for p in entry.errors),
+            )
         for entry in changes.fixed:
             log.info("%s: valid again", entry.path)
         for job in changes.added:
@@ -293,9 +326,14 @@ class Daemon:
         if changes.added:
             self._save_state()
         if changes:
-            log.info("reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
-                     (time.perf_counter() - started) * 1000, len(changes.added), len(changes.updated),
-                     len(changes.removed), len(changes.invalid))
+            log.info(
+                "reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
+                (time.perf_counter() - started) * 1000,
+                len(changes.added),
+                len(changes.updated),
+                len(changes.removed),
+                len(changes.invalid),
+            )
         return changes
 
     def sink_retention(self, job: spec.Job) -> None:
@@ -314,7 +352,9 @@ class Daemon:
                     except Exception:
                         log.exception("reload failed; the jobs stay as they were")
             except Exception:
-                log.exception("watching %s failed; retrying in 5 s (SIGHUP reloads meanwhile)", self.jobs_dir)
+                log.exception(
+                    "watching %s failed; retrying in 5 s (SIGHUP reloads meanwhile)", self.jobs_dir
+                )
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 5)
 

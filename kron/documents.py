@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -26,7 +26,7 @@ class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
     and `2026-12-01` is a date object; job files mean neither.
     """
 
-    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
         first: [
             (tag, regexp)
             for tag, regexp in resolvers
@@ -95,7 +95,9 @@ def read_document(path: Path, *, max_size: int) -> Document:
         raise _fail(shown, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line=line) from None
     if not text.strip():
         raise _fail(shown, "empty file; a job file holds one table of fields")
-    data = _parse_yaml(shown, text) if path.suffix in (".yaml", ".yml") else _parse_toml(shown, text)
+    data = (
+        _parse_yaml(shown, text) if path.suffix in (".yaml", ".yml") else _parse_toml(shown, text)
+    )
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise _fail(shown, f"the file holds {kind}; a job file holds one table of fields", line=1)
@@ -126,7 +128,7 @@ def _parse_toml(path: str, text: str) -> Any:
 
 def _parse_yaml(path: str, text: str) -> Any:
     try:
-        documents = list(yaml.load_all(text, Loader=_YamlLoader))  # noqa: S506 - a safe loader
+        documents = list(yaml.load_all(text, Loader=_YamlLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "syntax error"
@@ -170,7 +172,7 @@ def _check_shape(path: str, data: Any) -> None:
 
 def _yaml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)  # noqa: S506 - compose builds no objects
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return None, None
     if node is None:
@@ -196,7 +198,9 @@ def _yaml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, i
 
 
 _TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_TOML_KEY = re.compile(r"""^(\s*)((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+_TOML_KEY = re.compile(
+    r"""^(\s*)((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
+)
 _TOML_INLINE_KEY = re.compile(r"""[{,]\s*([A-Za-z0-9_-]+|"[^"]*")\s*=""")
 
 

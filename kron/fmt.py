@@ -34,7 +34,9 @@ def dump(data: Mapping[str, Any], to: str) -> str:
     """Write a job mapping as TOML or YAML."""
     if to == "toml":
         return tomli_w.dumps(data, multiline_strings=True)
-    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    return yaml.safe_dump(
+        dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )
 
 
 def _comment_lines(text: str, *, yaml_syntax: bool) -> list[int]:
@@ -86,7 +88,7 @@ def _header(text: str) -> tuple[str, int]:
 
 
 def canonical_text(path: Path, to: str | None = None) -> tuple[str, list[int]]:
-    """The canonical text of a file (in `to` format or its own) and its comment lines that would be lost."""
+    """The canonical text of a file (in `to` format or its own), and the comment lines it loses."""
     doc = read_document(path, max_size=DEFAULT_MAX_FILE_SIZE)
     is_yaml = doc.is_yaml
     schema = load_schema("kron" if path.name in SETTINGS_NAMES else "job")
@@ -97,7 +99,7 @@ def canonical_text(path: Path, to: str | None = None) -> tuple[str, list[int]]:
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for path in paths:
         if path.is_dir():
             for root, dirs, names in os.walk(path):
@@ -110,7 +112,9 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def format_paths(paths: Iterable[Path], *, check: bool, force: bool, out: TextIO, err: TextIO) -> int:
+def format_paths(
+    paths: Iterable[Path], *, check: bool, force: bool, out: TextIO, err: TextIO
+) -> int:
     """Rewrite (or with `check`, list) files whose text is not canonical; exit code."""
     bad = 0
     for path in _files(paths):
@@ -168,5 +172,7 @@ def convert_file(path: Path, *, to: str, stdout: bool, out: TextIO, err: TextIO)
     path.unlink()
     print(f"{path} -> {target}", file=out)
     if lost:
-        print(f"note: comments on lines {', '.join(map(str, lost))} were not carried over", file=err)
+        print(
+            f"note: comments on lines {', '.join(map(str, lost))} were not carried over", file=err
+        )
     return 0

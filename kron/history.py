@@ -47,14 +47,25 @@ def runs(
     for record in found.values():
         if outcome and record.get("outcome") != outcome:
             continue
-        if not include_started and record.get("outcome") == records.STARTED_OUTCOME and outcome is None:
-            record = {**record, "outcome": "running"}
-        when = _when(record)
+        if (
+            not include_started
+            and record.get("outcome") == records.STARTED_OUTCOME
+            and outcome is None
+        ):
+            shown = {**record, "outcome": "running"}
+        else:
+            shown = record
+        when = _when(shown)
         if since and (when is None or when < since):
             continue
-        selected.append(record)
-    selected.sort(key=lambda r: when.timestamp() if (when := _when(r)) else 0.0, reverse=True)
+        selected.append(shown)
+    selected.sort(key=_sort_key, reverse=True)
     return selected
+
+
+def _sort_key(record: dict[str, Any]) -> float:
+    when = _when(record)
+    return when.timestamp() if when else 0.0
 
 
 def _when(record: dict[str, Any]) -> datetime | None:

@@ -43,13 +43,14 @@ def _fast_validator(name: str) -> Callable[[Any], Any]:
 
     # use_default=False: validation must not write schema defaults into the data, or a
     # job's filled-in default would override a value from kron.toml's [defaults].
-    return fastjsonschema.compile(load_schema(name), use_default=False)  # type: ignore[no-any-return]
+    validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name), use_default=False)
+    return validator
 
 
 @functools.cache
 def _full_validator(name: str) -> Any:
     """jsonschema's validator, used only on failure, for complete and precise errors."""
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     return jsonschema.Draft202012Validator(load_schema(name))
 
@@ -58,7 +59,7 @@ def schema_errors(name: str, data: Any) -> list[tuple[list[str | int], str]]:
     """Validate against a schema; return (pointer, message) for every error, [] when valid."""
     try:
         _fast_validator(name)(data)
-    except Exception:  # noqa: BLE001 - fastjsonschema's error type; details come from jsonschema
+    except Exception:
         pass
     else:
         return []
@@ -97,7 +98,9 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
                 continue
             hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             msg = f"unknown field {key!r}"
-            msg += f"; did you mean {hint[0]!r}?" if hint else f"; known fields: {', '.join(allowed)}"
+            msg += (
+                f"; did you mean {hint[0]!r}?" if hint else f"; known fields: {', '.join(allowed)}"
+            )
             out.append(([*pointer, key], msg))
         return out
     if kind == "type":
@@ -129,7 +132,9 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
         present = [t for t in targets if t in value]
         if len(present) != 1:
             shown = " and ".join(present) if present else "none"
-            return [(pointer, f"a delivery has exactly one target ({', '.join(targets)}); got {shown}")]
+            return [
+                (pointer, f"a delivery has exactly one target ({', '.join(targets)}); got {shown}")
+            ]
     if kind in ("oneOf", "anyOf") and error.context:
         # Report the branch that got furthest: the deepest sub-error.
         best = max(error.context, key=lambda e: len(list(e.absolute_path)))
@@ -157,7 +162,9 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
         try:
             st = folder.stat()
         except OSError as exc:
-            problems.append(Problem(path=str(folder), message=f"cannot read folder: {exc.strerror}"))
+            problems.append(
+                Problem(path=str(folder), message=f"cannot read folder: {exc.strerror}")
+            )
             return
         if (st.st_dev, st.st_ino) in seen_dirs:
             problems.append(Problem(path=str(folder), message="symlink loop: folder already read"))
@@ -166,7 +173,9 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            problems.append(Problem(path=str(folder), message=f"cannot list folder: {exc.strerror}"))
+            problems.append(
+                Problem(path=str(folder), message=f"cannot list folder: {exc.strerror}")
+            )
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -178,7 +187,9 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
                 continue
             if is_dir:
                 walk(Path(entry.path))
-            elif is_job_file(entry.name) and not (folder == jobs_dir and entry.name in SETTINGS_NAMES):
+            elif is_job_file(entry.name) and not (
+                folder == jobs_dir and entry.name in SETTINGS_NAMES
+            ):
                 files.append(Path(entry.path))
 
     walk(jobs_dir)
@@ -201,7 +212,9 @@ def _zone(key: str) -> ZoneInfo:
     try:
         return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueProblem(f"unknown time zone {key!r}; use an IANA name like 'Europe/Berlin'") from None
+        raise ValueProblem(
+            f"unknown time zone {key!r}; use an IANA name like 'Europe/Berlin'"
+        ) from None
 
 
 class _Builder:
@@ -225,14 +238,18 @@ class _Builder:
             )
         )
 
-    def convert(self, pointer: list[str | int], fn: Callable[[Any], T], value: Any, fallback: T) -> T:
+    def convert(
+        self, pointer: list[str | int], fn: Callable[[Any], T], value: Any, fallback: T
+    ) -> T:
         try:
             return fn(value)
         except ValueProblem as exc:
             self.problem(pointer, str(exc))
             return fallback
 
-    def duration(self, data: Mapping[str, Any], key: str, default: timedelta, *at: str | int) -> timedelta:
+    def duration(
+        self, data: Mapping[str, Any], key: str, default: timedelta, *at: str | int
+    ) -> timedelta:
         value = data.get(key)
         if value is None:
             return default
@@ -245,7 +262,9 @@ class _Builder:
         return self.convert([*at, key], parse_duration, value, None)
 
 
-def _timezone_of(builder: _Builder, data: Mapping[str, Any], settings: spec.Settings) -> tuple[ZoneInfo, bool]:
+def _timezone_of(
+    builder: _Builder, data: Mapping[str, Any], settings: spec.Settings
+) -> tuple[ZoneInfo, bool]:
     if "timezone" in data:
         return builder.convert(["timezone"], _zone, data["timezone"], settings.timezone), True
     return settings.timezone, settings.timezone_explicit
@@ -386,7 +405,8 @@ def build_job(
     if "schedule" not in data:
         b.problem(
             [],
-            'no schedule: runs only when triggered or by `kron run`; write schedule = "@manual" to say so',
+            "no schedule: runs only when triggered or by `kron run`; "
+            'write schedule = "@manual" to say so',
             severity="warning",
         )
     expr = data.get("schedule", "@manual")
@@ -475,7 +495,12 @@ def _warnings(b: _Builder, job: spec.Job, data: Mapping[str, Any]) -> list[Probl
             severity="warning",
         )
     interval = job.schedule.min_interval()
-    if job.timeout and interval and job.timeout > interval and job.concurrency is spec.Concurrency.FORBID:
+    if (
+        job.timeout
+        and interval
+        and job.timeout > interval
+        and job.concurrency is spec.Concurrency.FORBID
+    ):
         b.problem(
             ["timeout"],
             f"timeout is longer than the {interval} between slots; slots will be skipped",
@@ -506,7 +531,9 @@ def _mask(problem: Problem, secrets: Iterable[str]) -> Problem:
 
 def config_sha(data: Mapping[str, Any]) -> str:
     """A short hash of a job definition (defaults merged), carried by its run records."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -581,7 +608,9 @@ def load_settings(jobs_dir: Path) -> tuple[spec.Settings, list[Problem]]:
         control_socket=(jobs_dir / socket) if socket else None,
         metrics=data.get("metrics"),
         shutdown_grace=b.duration(data, "shutdown_grace", timedelta(seconds=30)),
-        max_file_size=b.convert(["max_file_size"], parse_size, data.get("max_file_size", "1MiB"), DEFAULT_MAX_FILE_SIZE),
+        max_file_size=b.convert(
+            ["max_file_size"], parse_size, data.get("max_file_size", "1MiB"), DEFAULT_MAX_FILE_SIZE
+        ),
         max_runs_per_day=data.get("max_runs_per_day"),
         max_tokens_per_day=data.get("max_tokens_per_day"),
         defaults=defaults,
@@ -593,7 +622,9 @@ def load_settings(jobs_dir: Path) -> tuple[spec.Settings, list[Problem]]:
     return settings, problems + b.problems
 
 
-def load_job(path: Path, *, jobs_dir: Path, settings: spec.Settings) -> tuple[spec.Job, list[Problem]]:
+def load_job(
+    path: Path, *, jobs_dir: Path, settings: spec.Settings
+) -> tuple[spec.Job, list[Problem]]:
     """Load one job file; return the Job and its warnings, or raise SpecError with every error."""
     display = str(path)
     doc = read_document(path, max_size=settings.max_file_size)
@@ -601,7 +632,9 @@ def load_job(path: Path, *, jobs_dir: Path, settings: spec.Settings) -> tuple[sp
     if problems:
         raise SpecError(problems)
     data = _merge(settings.defaults, doc.data) if settings.defaults else doc.data
-    job, found = build_job(doc, data, job_id=job_id_for(path, jobs_dir), settings=settings, display=display)
+    job, found = build_job(
+        doc, data, job_id=job_id_for(path, jobs_dir), settings=settings, display=display
+    )
     if job is None:
         raise SpecError([p for p in found if p.severity == "error"] or found)
     return job, found

@@ -129,7 +129,9 @@ class Scheduler:
 
     # -- the job set ------------------------------------------------------------------------
 
-    def add(self, job: spec.Job, *, cursor: datetime, paused: bool = False, now: datetime | None = None) -> None:
+    def add(
+        self, job: spec.Job, *, cursor: datetime, paused: bool = False, now: datetime | None = None
+    ) -> None:
         """Schedule a job whose slots up to `cursor` were handled.
 
         Slots between `cursor` and now passed while kron was not running: they are missed, and
@@ -241,13 +243,20 @@ class Scheduler:
     # -- missed slots and catch-up ----------------------------------------------------------
 
     def handle_missed(
-        self, js: JobState, missed: list[datetime], now: datetime, *, earlier: datetime | None = None
+        self,
+        js: JobState,
+        missed: list[datetime],
+        now: datetime,
+        *,
+        earlier: datetime | None = None,
     ) -> None:
         """Apply the job's catch-up policy to slots that passed unrun (downtime, clock step)."""
         if not missed and earlier is None:
             return
         job = js.job
-        fresh = [s for s in missed if job.starting_deadline is None or now - s <= job.starting_deadline]
+        fresh = [
+            s for s in missed if job.starting_deadline is None or now - s <= job.starting_deadline
+        ]
         if job.catchup is spec.Catchup.LAST:
             chosen = fresh[-1:]
         elif job.catchup is spec.Catchup.ALL:
@@ -257,8 +266,13 @@ class Scheduler:
         why = f"not run: the daemon was down or the clock jumped (catchup = {job.catchup.value})"
         if earlier is not None:
             first = missed[0] if missed else now
-            self._record_slot(job, earlier, Outcome.MISSED, now,
-                              f"{why}; and every slot from here until {format_time(first)}")
+            self._record_slot(
+                job,
+                earlier,
+                Outcome.MISSED,
+                now,
+                f"{why}; and every slot from here until {format_time(first)}",
+            )
         for slot in missed:
             if slot not in chosen:
                 self._record_slot(job, slot, Outcome.MISSED, now, why)
@@ -267,7 +281,9 @@ class Scheduler:
         for slot in chosen:
             self.fire(job.id, slot=slot, trigger=Trigger.CATCHUP)
 
-    def _record_slot(self, job: spec.Job, slot: datetime, outcome: Outcome, now: datetime, why: str) -> None:
+    def _record_slot(
+        self, job: spec.Job, slot: datetime, outcome: Outcome, now: datetime, why: str
+    ) -> None:
         self._emit(
             RunEnded(
                 run_id=new_run_id(),
@@ -304,7 +320,10 @@ class Scheduler:
             return None
         if alive and job.concurrency is Concurrency.FORBID:
             self._record_slot(
-                job, slot, Outcome.SKIPPED, self._clock.now(),
+                job,
+                slot,
+                Outcome.SKIPPED,
+                self._clock.now(),
                 f"run {alive[0].run_id} is still alive (concurrency = forbid)",
             )
             return None
@@ -315,9 +334,14 @@ class Scheduler:
                 old.stop(Outcome.REPLACED)
             waits_for = alive
             while js.catchup:
-                queued, _ = js.catchup.popleft()
-                self._record_slot(job, queued, Outcome.SKIPPED, self._clock.now(),
-                                  "catch-up dropped: a newer slot replaced it")
+                dropped, _ = js.catchup.popleft()
+                self._record_slot(
+                    job,
+                    dropped,
+                    Outcome.SKIPPED,
+                    self._clock.now(),
+                    "catch-up dropped: a newer slot replaced it",
+                )
         run = Run(job=job, slot=slot, trigger=trigger, upstream=upstream)
         js.runs.add(run)
         run.task = asyncio.ensure_future(self._run(js, run, waits_for))
@@ -330,7 +354,9 @@ class Scheduler:
             ended = await self._attempts(run)
         except Exception:
             log.exception("job %s: run %s failed inside kron", run.job.id, run.run_id)
-            ended = self._end(run, Outcome.FAILED, ActionResult(error="internal error in kron; see the log"))
+            ended = self._end(
+                run, Outcome.FAILED, ActionResult(error="internal error in kron; see the log")
+            )
         finally:
             run.state = "done"
             js.runs.discard(run)
@@ -359,7 +385,9 @@ class Scheduler:
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
             before_sleep=lambda state: log.info(
                 "job %s: attempt %d ended %s; retrying in %.1fs",
-                run.job.id, state.attempt_number, state.outcome.result().outcome.value if state.outcome else "?",
+                run.job.id,
+                state.attempt_number,
+                state.outcome.result().outcome.value if state.outcome else "?",
                 state.upcoming_sleep,
             ),
         )
@@ -392,22 +420,34 @@ class Scheduler:
         run.state = "queued"
         limit = self._limit
         if limit is not None and not await self._acquire(run, limit):
-            return self._end(run, run.stop_reason or Outcome.CANCELLED,
-                             ActionResult(error="stopped while queued for max_concurrent"))
+            return self._end(
+                run,
+                run.stop_reason or Outcome.CANCELLED,
+                ActionResult(error="stopped while queued for max_concurrent"),
+            )
         try:
             run.state = "running"
             run.started_at = self._clock.now()
             self._emit(
                 RunStarted(
-                    run_id=run.run_id, job=job.id, slot=run.slot, trigger=run.trigger,
-                    attempt=run.attempt, started_at=run.started_at, config_sha=job.config_sha,
+                    run_id=run.run_id,
+                    job=job.id,
+                    slot=run.slot,
+                    trigger=run.trigger,
+                    attempt=run.attempt,
+                    started_at=run.started_at,
+                    config_sha=job.config_sha,
                     upstream=run.upstream,
                 )
             )
             if why := policy_violation(job.action, self.policy):
-                return self._end(run, Outcome.FAILED, ActionResult(error=f"refused at fire time: {why}"))
+                return self._end(
+                    run, Outcome.FAILED, ActionResult(error=f"refused at fire time: {why}")
+                )
             result = await self._execute(
-                job, run_env=self._run_env(run), stop=run.stop_event,
+                job,
+                run_env=self._run_env(run),
+                stop=run.stop_event,
                 on_spawn=lambda pid: setattr(run, "pgid", pid),
             )
             return self._end(run, classify(job, result, run.stop_reason), result)
@@ -463,8 +503,15 @@ class Scheduler:
         run.state = "ended"
         self._emit(ended)
         level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
-        log.log(level, "job %s: run %s attempt %d %s%s", run.job.id, run.run_id, run.attempt,
-                outcome.value, f" ({ended.error})" if ended.error else "")
+        log.log(
+            level,
+            "job %s: run %s attempt %d %s%s",
+            run.job.id,
+            run.run_id,
+            run.attempt,
+            outcome.value,
+            f" ({ended.error})" if ended.error else "",
+        )
         return ended
 
     # -- stopping ---------------------------------------------------------------------------
@@ -498,7 +545,11 @@ class Scheduler:
         if pending:
             for run in runs:
                 if run.task in pending and run.pgid:
-                    log.warning("job %s: run %s still alive after shutdown grace; SIGKILL", run.job.id, run.run_id)
+                    log.warning(
+                        "job %s: run %s still alive after shutdown grace; SIGKILL",
+                        run.job.id,
+                        run.run_id,
+                    )
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(run.pgid, signal.SIGKILL)
             await asyncio.wait(pending, timeout=10)
@@ -523,15 +574,21 @@ def retry_wait(policy: spec.RetryPolicy) -> tenacity.wait.wait_base:
     """The wait between attempts, as a tenacity strategy: fixed or exponential, plus jitter."""
     delay_s = policy.delay.total_seconds()
     if policy.backoff is spec.Backoff.FIXED:
-        wait: tenacity.wait.wait_base = tenacity.wait_fixed(min(delay_s, policy.max_delay.total_seconds()))
+        wait: tenacity.wait.wait_base = tenacity.wait_fixed(
+            min(delay_s, policy.max_delay.total_seconds())
+        )
     else:
-        wait = tenacity.wait_exponential(multiplier=delay_s, min=0, max=policy.max_delay.total_seconds())
+        wait = tenacity.wait_exponential(
+            multiplier=delay_s, min=0, max=policy.max_delay.total_seconds()
+        )
     if policy.jitter:
         wait = wait + tenacity.wait_random(0, policy.jitter.total_seconds())
     return wait
 
 
-def due_slots(schedule: Schedule, cursor: datetime, horizon: datetime) -> tuple[list[datetime], datetime | None]:
+def due_slots(
+    schedule: Schedule, cursor: datetime, horizon: datetime
+) -> tuple[list[datetime], datetime | None]:
     """Slots in (cursor, horizon], at most MAX_MISSED_LISTED of the newest; and the first
     slot of the older ones left out, if any."""
     if horizon <= cursor or schedule.kind in (ScheduleKind.MANUAL, ScheduleKind.REBOOT):
@@ -553,14 +610,18 @@ def due_slots(schedule: Schedule, cursor: datetime, horizon: datetime) -> tuple[
 
 def retry_timeline(policy: spec.RetryPolicy) -> list[float]:
     """Seconds waited before attempts 2..n (jitter excluded): the documented back-off table."""
-    wait = retry_wait(spec.RetryPolicy(
-        attempts=policy.attempts, backoff=policy.backoff, delay=policy.delay,
-        max_delay=policy.max_delay, on=policy.on,
-    ))
+    wait = retry_wait(
+        spec.RetryPolicy(
+            attempts=policy.attempts,
+            backoff=policy.backoff,
+            delay=policy.delay,
+            max_delay=policy.max_delay,
+            on=policy.on,
+        )
+    )
     waits = []
     for number in range(1, policy.attempts):
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = number
         waits.append(float(wait(state)))
     return waits
-

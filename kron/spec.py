@@ -206,7 +206,7 @@ class Settings:
     """Runner settings from kron.toml; defaults apply when the file is absent."""
 
     path: Path | None = None
-    timezone: ZoneInfo = ZoneInfo("UTC")
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     timezone_explicit: bool = False
     max_concurrent: int | None = None
     records_dir: Path | None = None

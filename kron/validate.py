@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kron import spec
-from kron.errors import Problem
 from kron.catalog import LoadResult, load_dir
+from kron.errors import Problem
 
 
 @dataclass(kw_only=True, slots=True)
@@ -157,7 +157,10 @@ def print_github(report: Report, out: TextIO) -> None:
         props.append("title=kron validate")
         message = f"{p.field}: {p.message}" if p.field else p.message
         print(f"::{level} {','.join(props)}::{_escape_github(message, prop=False)}", file=out)
-    print(f"{len(report.files)} files, {len(report.errors)} errors, {len(report.warnings)} warnings", file=out)
+    print(
+        f"{len(report.files)} files, {len(report.errors)} errors, {len(report.warnings)} warnings",
+        file=out,
+    )
 
 
 def now_utc() -> datetime:

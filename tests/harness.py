@@ -1,4 +1,4 @@
-"""Helpers to drive a Scheduler or Daemon in a test: collect events, wait for them with deadlines."""
+"""Drive a Scheduler or Daemon in a test: collect its events, wait for them with deadlines."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def iso(dt: datetime) -> str:
 
 async def until_true(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
     """Wait for a condition outside the loop's events (a file, a process), with a deadline."""
+
     async def wait() -> None:
         while not predicate():
             await asyncio.sleep(0.01)

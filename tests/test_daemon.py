@@ -24,7 +24,13 @@ from .harness import DEADLINE_S, Events, iso, read_records, until_true, write_jo
 T0 = datetime(2026, 3, 2, 7, 0, 30, tzinfo=UTC)
 
 
-def with_daemon(jobs_dir: Path, clock: FakeClock, body: Callable[[Daemon, Events], Awaitable[None]], *, boot_id: str = "boot-1") -> None:
+def with_daemon(
+    jobs_dir: Path,
+    clock: FakeClock,
+    body: Callable[[Daemon, Events], Awaitable[None]],
+    *,
+    boot_id: str = "boot-1",
+) -> None:
     """Start a Daemon on a fake clock, run `body`, stop it as SIGTERM would."""
 
     async def main() -> None:
@@ -48,7 +54,11 @@ def outcomes(path: Path) -> list[tuple[str, str, str]]:
 
 
 def test_catchup_after_a_restart_is_decided_from_the_records(jobs_dir: Path) -> None:
-    write_job(jobs_dir, "hourly.toml", 'schedule = "0 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\ncatchup = "last"\n')
+    write_job(
+        jobs_dir,
+        "hourly.toml",
+        'schedule = "0 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\ncatchup = "last"\n',
+    )
     clock = FakeClock(T0)
 
     async def first(daemon: Daemon, events: Events) -> None:
@@ -73,7 +83,11 @@ def test_catchup_after_a_restart_is_decided_from_the_records(jobs_dir: Path) -> 
 
 
 def test_a_job_that_never_ran_still_catches_up_a_slot_missed_while_down(jobs_dir: Path) -> None:
-    write_job(jobs_dir, "daily.toml", 'schedule = "0 9 * * *"\ntimezone = "UTC"\ncommand = ["true"]\ncatchup = "last"\n')
+    write_job(
+        jobs_dir,
+        "daily.toml",
+        'schedule = "0 9 * * *"\ntimezone = "UTC"\ncommand = ["true"]\ncatchup = "last"\n',
+    )
     clock = FakeClock(T0)
 
     async def nothing(daemon: Daemon, events: Events) -> None:
@@ -86,11 +100,18 @@ def test_a_job_that_never_ran_still_catches_up_a_slot_missed_while_down(jobs_dir
         await events.until(lambda e: len(e.ended()) == 1)
 
     with_daemon(jobs_dir, clock, second)
-    assert outcomes(jobs_dir / "daily.runs.jsonl") == [("started", "09:00", "catchup"), ("succeeded", "09:00", "catchup")]
+    assert outcomes(jobs_dir / "daily.runs.jsonl") == [
+        ("started", "09:00", "catchup"),
+        ("succeeded", "09:00", "catchup"),
+    ]
 
 
 def test_an_at_job_fires_once_and_never_again_across_restarts(jobs_dir: Path) -> None:
-    write_job(jobs_dir, "once.yaml", "schedule: '@at 2026-03-02T08:00'\ntimezone: UTC\ncommand: ['true']\ncatchup: last\n")
+    write_job(
+        jobs_dir,
+        "once.yaml",
+        "schedule: '@at 2026-03-02T08:00'\ntimezone: UTC\ncommand: ['true']\ncatchup: last\n",
+    )
     clock = FakeClock(T0)
 
     async def first(daemon: Daemon, events: Events) -> None:
@@ -105,7 +126,10 @@ def test_an_at_job_fires_once_and_never_again_across_restarts(jobs_dir: Path) ->
         assert daemon.scheduler.jobs["once"].fire_at is None
 
     with_daemon(jobs_dir, clock, second)
-    assert outcomes(jobs_dir / "once.runs.jsonl") == [("started", "08:00", "schedule"), ("succeeded", "08:00", "schedule")]
+    assert outcomes(jobs_dir / "once.runs.jsonl") == [
+        ("started", "08:00", "schedule"),
+        ("succeeded", "08:00", "schedule"),
+    ]
 
 
 def test_reboot_jobs_fire_once_per_boot_not_per_daemon_start(jobs_dir: Path) -> None:
@@ -121,11 +145,17 @@ def test_reboot_jobs_fire_once_per_boot_not_per_daemon_start(jobs_dir: Path) -> 
     with_daemon(jobs_dir, clock, fired, boot_id="boot-1")
     with_daemon(jobs_dir, clock, quiet, boot_id="boot-1")
     with_daemon(jobs_dir, clock, fired, boot_id="boot-2")
-    triggers = [r["trigger"] for r in read_records(jobs_dir / "boot.runs.jsonl") if r["outcome"] != "started"]
+    triggers = [
+        r["trigger"]
+        for r in read_records(jobs_dir / "boot.runs.jsonl")
+        if r["outcome"] != "started"
+    ]
     assert triggers == ["reboot", "reboot"]
 
 
-def test_sigterm_stops_running_jobs_and_records_them_cancelled(jobs_dir: Path, tmp_path: Path) -> None:
+def test_sigterm_stops_running_jobs_and_records_them_cancelled(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     ready = tmp_path / "ready"
     write_job(jobs_dir, "kron.toml", 'shutdown_grace = "2s"\n')
     write_job(
@@ -148,7 +178,11 @@ def test_sigterm_stops_running_jobs_and_records_them_cancelled(jobs_dir: Path, t
 
 def test_records_of_many_jobs_appending_at_once_are_whole_lines(jobs_dir: Path) -> None:
     for i in range(200):
-        write_job(jobs_dir, f"many/j{i:03}.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "head -c 20000 /dev/zero | tr \'\\\\0\' x"\n')
+        write_job(
+            jobs_dir,
+            f"many/j{i:03}.toml",
+            'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "head -c 20000 /dev/zero | tr \'\\\\0\' x"\n',
+        )
     write_job(jobs_dir, "kron.toml", 'records_dir = "../records"\n')
     clock = FakeClock(T0)
 
@@ -161,7 +195,9 @@ def test_records_of_many_jobs_appending_at_once_are_whole_lines(jobs_dir: Path) 
     lines = [line for p in root.glob("*.runs.jsonl") for line in p.read_text().splitlines()]
     assert len(lines) == 400
     parsed = [json.loads(line) for line in lines]
-    assert sum(1 for r in parsed if r["outcome"] == "succeeded" and len(r["stdout"]) == 20000) == 200
+    assert (
+        sum(1 for r in parsed if r["outcome"] == "succeeded" and len(r["stdout"]) == 20000) == 200
+    )
 
 
 def _spawn_daemon(jobs_dir: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -189,13 +225,21 @@ def _wait_for(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-def test_kill_9_mid_run_then_restart_records_abandoned_and_never_reruns_the_slot(jobs_dir: Path, tmp_path: Path) -> None:
+def test_kill_9_mid_run_then_restart_records_abandoned_and_never_reruns_the_slot(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "pid"
-    write_job(jobs_dir, "long.toml", f'schedule = "* * * * * *"\ntimezone = "UTC"\nshell = "echo $$ > {pid_file}; exec sleep 60"\n')
+    write_job(
+        jobs_dir,
+        "long.toml",
+        f'schedule = "* * * * * *"\ntimezone = "UTC"\nshell = "echo $$ > {pid_file}; exec sleep 60"\n',
+    )
     path = jobs_dir / "long.runs.jsonl"
     first = _spawn_daemon(jobs_dir)
     try:
-        _wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the job to start")
+        _wait_for(
+            lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the job to start"
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.wait(DEADLINE_S)
     finally:
@@ -208,8 +252,13 @@ def test_kill_9_mid_run_then_restart_records_abandoned_and_never_reruns_the_slot
     crashed = started[0]
     second = _spawn_daemon(jobs_dir)
     try:
-        _wait_for(lambda: any(r["outcome"] == "abandoned" for r in read_records(path)), "the abandoned record")
-        _wait_for(lambda: sum(r["outcome"] == "started" for r in read_records(path)) >= 2, "a later slot")
+        _wait_for(
+            lambda: any(r["outcome"] == "abandoned" for r in read_records(path)),
+            "the abandoned record",
+        )
+        _wait_for(
+            lambda: sum(r["outcome"] == "started" for r in read_records(path)) >= 2, "a later slot"
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(DEADLINE_S) == 0
@@ -236,7 +285,9 @@ def test_a_second_daemon_on_the_same_directory_exits_with_a_clear_message(jobs_d
 
 def test_an_invalid_job_file_is_reported_and_the_others_run(jobs_dir: Path) -> None:
     write_job(jobs_dir, "bad.toml", 'schedule = "61 * * * *"\ncommand = ["true"]\n')
-    write_job(jobs_dir, "good.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    write_job(
+        jobs_dir, "good.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n'
+    )
     clock = FakeClock(T0)
 
     async def body(daemon: Daemon, events: Events) -> None:
@@ -246,11 +297,17 @@ def test_an_invalid_job_file_is_reported_and_the_others_run(jobs_dir: Path) -> N
         await events.until(lambda e: len(e.ended()) == 1)
 
     with_daemon(jobs_dir, clock, body)
-    assert [iso(records.parse_time(r["slot"])) for r in read_records(jobs_dir / "good.runs.jsonl")][-1] == "2026-03-02T07:01:00Z"
+    assert [iso(records.parse_time(r["slot"])) for r in read_records(jobs_dir / "good.runs.jsonl")][
+        -1
+    ] == "2026-03-02T07:01:00Z"
 
 
 def test_retention_keeps_the_newest_runs(jobs_dir: Path) -> None:
-    write_job(jobs_dir, "r.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n[records]\nkeep = 5\n')
+    write_job(
+        jobs_dir,
+        "r.toml",
+        'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n[records]\nkeep = 5\n',
+    )
     clock = FakeClock(T0)
 
     async def body(daemon: Daemon, events: Events) -> None:

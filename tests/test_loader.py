@@ -41,7 +41,8 @@ def test_a_valid_file_loads_into_a_frozen_typed_job(jobs_dir, write):
     assert only_errors(result) == []
     job = result.jobs["backups/nightly"]
     assert job.timezone.key == "Europe/Berlin"
-    assert job.timeout is not None and job.timeout.total_seconds() == 5400
+    assert job.timeout is not None
+    assert job.timeout.total_seconds() == 5400
     assert job.concurrency is spec.Concurrency.REPLACE
     assert job.max_output == 1024
     assert job.retry.attempts == 3
@@ -86,7 +87,8 @@ def test_defaults_from_kron_toml_merge_under_each_job_and_the_job_wins(jobs_dir,
     job = result.jobs["j"]
     assert job.timezone.key == "America/New_York"
     assert job.timezone_explicit is True
-    assert job.timeout is not None and job.timeout.total_seconds() == 300
+    assert job.timeout is not None
+    assert job.timeout.total_seconds() == 300
     assert (job.retry.attempts, job.retry.delay.total_seconds()) == (4, 2.0)
     assert dict(job.tags) == {"team": "ops", "tier": "1"}
 
@@ -96,30 +98,85 @@ def test_a_changed_definition_changes_the_config_sha(jobs_dir, write):
     first = load_dir(jobs_dir).jobs["j"].config_sha
     path.write_text(GOOD.replace("0 3", "0 4"))
     second = load_dir(jobs_dir).jobs["j"].config_sha
-    assert first != second and len(first) == 16
+    assert first != second
+    assert len(first) == 16
 
 
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
-        ("toml-syntax.toml", 'schedule = "@daily"\ncommand = [\n', "toml-syntax.toml:3:1: TOML: Invalid value (at end of document)"),
+        (
+            "toml-syntax.toml",
+            'schedule = "@daily"\ncommand = [\n',
+            "toml-syntax.toml:3:1: TOML: Invalid value (at end of document)",
+        ),
         ("yaml-syntax.yaml", "schedule: '@daily'\ncommand: [true\n", "yaml-syntax.yaml:3:1: YAML:"),
-        ("typo.toml", 'schedul = "@daily"\ncommand = ["true"]\n', "typo.toml:1:1: schedul: unknown field 'schedul'; did you mean 'schedule'?"),
-        ("type.toml", 'schedule = "@daily"\ncommand = ["true"]\ntimezone = "UTC"\n[retry]\nattempts = "three"\n', 'type.toml:5:1: retry.attempts: expected an integer, got "three"'),
-        ("duration.toml", 'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\ntimeout = "5 minutes"\n', "duration.toml:4:1: timeout: '5 minutes' is not a duration; write e.g. '30s', '5m', '1h30m', '500ms', '7d'"),
-        ("cron.toml", 'schedule = "61 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n', "cron.toml:1:1: schedule:"),
-        ("never.toml", 'schedule = "0 0 30 2 *"\ntimezone = "UTC"\ncommand = ["true"]\n', "never.toml:1:1: schedule:"),
-        ("zone.toml", 'schedule = "@daily"\ntimezone = "Mars/Olympus"\ncommand = ["true"]\n', "zone.toml:2:1: timezone: unknown time zone 'Mars/Olympus'; use an IANA name like 'Europe/Berlin'"),
-        ("noaction.toml", 'schedule = "@daily"\ntimezone = "UTC"\n', "noaction.toml: no action; add one of command, shell, http, docker, agent"),
-        ("twoactions.toml", 'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\nshell = "true"\n', "twoactions.toml:4:1: shell: two actions (command and shell); a job has exactly one"),
+        (
+            "typo.toml",
+            'schedul = "@daily"\ncommand = ["true"]\n',
+            "typo.toml:1:1: schedul: unknown field 'schedul'; did you mean 'schedule'?",
+        ),
+        (
+            "type.toml",
+            'schedule = "@daily"\ncommand = ["true"]\ntimezone = "UTC"\n[retry]\nattempts = "three"\n',
+            'type.toml:5:1: retry.attempts: expected an integer, got "three"',
+        ),
+        (
+            "duration.toml",
+            'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\ntimeout = "5 minutes"\n',
+            "duration.toml:4:1: timeout: '5 minutes' is not a duration; write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
+        ),
+        (
+            "cron.toml",
+            'schedule = "61 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n',
+            "cron.toml:1:1: schedule:",
+        ),
+        (
+            "never.toml",
+            'schedule = "0 0 30 2 *"\ntimezone = "UTC"\ncommand = ["true"]\n',
+            "never.toml:1:1: schedule:",
+        ),
+        (
+            "zone.toml",
+            'schedule = "@daily"\ntimezone = "Mars/Olympus"\ncommand = ["true"]\n',
+            "zone.toml:2:1: timezone: unknown time zone 'Mars/Olympus'; use an IANA name like 'Europe/Berlin'",
+        ),
+        (
+            "noaction.toml",
+            'schedule = "@daily"\ntimezone = "UTC"\n',
+            "noaction.toml: no action; add one of command, shell, http, docker, agent",
+        ),
+        (
+            "twoactions.toml",
+            'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\nshell = "true"\n',
+            "twoactions.toml:4:1: shell: two actions (command and shell); a job has exactly one",
+        ),
         ("empty.toml", "", "empty.toml: empty file; a job file holds one table of fields"),
-        ("list.yaml", "- a\n- b\n", "list.yaml:1: the file holds a list; a job file holds one table of fields"),
-        ("tag.yaml", "schedule: !!python/object/apply:os.system ['touch /tmp/kron-pwned']\n", "tag.yaml:1:11: YAML: could not determine a constructor"),
-        ("dupkey.yaml", "schedule: '@daily'\nschedule: '@hourly'\ncommand: ['true']\n", "dupkey.yaml:2:1: YAML: duplicate key 'schedule'"),
-        ("yaml-on.yaml", "schedule: '@daily'\ntimezone: UTC\ncommand: ['true']\nnotify:\n  - on: [failur]\n    slack: https://h.invalid/x\n", 'yaml-on.yaml:5:10: notify.0.on.0: "failur" is not one of "success", "failure", "recovery", "always"'),
+        (
+            "list.yaml",
+            "- a\n- b\n",
+            "list.yaml:1: the file holds a list; a job file holds one table of fields",
+        ),
+        (
+            "tag.yaml",
+            "schedule: !!python/object/apply:os.system ['touch /tmp/kron-pwned']\n",
+            "tag.yaml:1:11: YAML: could not determine a constructor",
+        ),
+        (
+            "dupkey.yaml",
+            "schedule: '@daily'\nschedule: '@hourly'\ncommand: ['true']\n",
+            "dupkey.yaml:2:1: YAML: duplicate key 'schedule'",
+        ),
+        (
+            "yaml-on.yaml",
+            "schedule: '@daily'\ntimezone: UTC\ncommand: ['true']\nnotify:\n  - on: [failur]\n    slack: https://h.invalid/x\n",
+            'yaml-on.yaml:5:10: notify.0.on.0: "failur" is not one of "success", "failure", "recovery", "always"',
+        ),
     ],
 )
-def test_each_bad_file_gets_one_clear_error_and_the_good_file_still_loads(jobs_dir, write, name, text, expected):
+def test_each_bad_file_gets_one_clear_error_and_the_good_file_still_loads(
+    jobs_dir, write, name, text, expected
+):
     write("good.toml", GOOD)
     write(name, text)
     result = load_dir(jobs_dir)
@@ -132,7 +189,10 @@ def test_each_bad_file_gets_one_clear_error_and_the_good_file_still_loads(jobs_d
 
 def test_yaml_object_tags_never_execute(jobs_dir, write, tmp_path):
     marker = tmp_path / "pwned"
-    write("evil.yaml", f"schedule: !!python/object/apply:os.system ['touch {marker}']\ncommand: ['true']\n")
+    write(
+        "evil.yaml",
+        f"schedule: !!python/object/apply:os.system ['touch {marker}']\ncommand: ['true']\n",
+    )
     load_dir(jobs_dir)
     assert not marker.exists()
 
@@ -142,7 +202,9 @@ def test_a_yaml_alias_bomb_is_refused_quickly(jobs_dir, write):
     for i in range(1, 12):
         prev = chr(ord("a") + i - 1)
         cur = chr(ord("a") + i)
-        lines.append(f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+        lines.append(
+            f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]"
+        )
     write("bomb.yaml", "\n".join(lines) + "\n")
     errors = only_errors(load_dir(jobs_dir))
     assert len(errors) == 1
@@ -170,7 +232,8 @@ def test_a_file_over_the_size_limit_is_refused_without_reading_it(jobs_dir, writ
     write("big.toml", GOOD + "#" * 2000 + "\n")
     errors = only_errors(load_dir(jobs_dir))
     assert len(errors) == 1
-    assert "big.toml: file is" in errors[0] and "over the 1024-byte limit" in errors[0]
+    assert "big.toml: file is" in errors[0]
+    assert "over the 1024-byte limit" in errors[0]
 
 
 def test_symlink_loops_are_reported_per_file(jobs_dir, write):
@@ -200,7 +263,14 @@ def test_two_files_with_the_same_id_are_an_error_naming_both(jobs_dir, write):
 
 def test_hidden_files_editor_temporaries_and_records_are_not_jobs(jobs_dir, write):
     write("good.toml", GOOD)
-    for name in (".hidden.toml", "good.toml~", "#good.toml#", ".#good.toml", "good.runs.jsonl", ".git/x.toml"):
+    for name in (
+        ".hidden.toml",
+        "good.toml~",
+        "#good.toml#",
+        ".#good.toml",
+        "good.runs.jsonl",
+        ".git/x.toml",
+    ):
         write(name, "garbage = [")
     assert only_errors(load_dir(jobs_dir)) == []
 
@@ -216,7 +286,9 @@ def test_triggers_must_name_known_jobs_and_not_form_a_cycle(jobs_dir, write):
 def test_a_missing_env_file_is_an_error(jobs_dir, write):
     write("j.toml", GOOD + 'env_file = "secrets.env"\n')
     errors = only_errors(load_dir(jobs_dir))
-    assert len(errors) == 1 and "env_file" in errors[0] and "does not exist" in errors[0]
+    assert len(errors) == 1
+    assert "env_file" in errors[0]
+    assert "does not exist" in errors[0]
 
 
 def test_warnings_name_a_missing_timezone_and_a_timeout_longer_than_the_interval(jobs_dir, write):

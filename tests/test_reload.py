@@ -89,13 +89,19 @@ def test_an_invalid_edit_keeps_the_last_good_version_until_it_is_fixed(jobs_dir:
         assert fire_at(daemon, "a") == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
         # Other files' changes still apply meanwhile.
         (jobs_dir / "other.toml").write_text(job_text("30 * * * *"))
-        await until_true(lambda: fire_at(daemon, "other") == datetime(2026, 3, 2, 7, 30, tzinfo=UTC))
+        await until_true(
+            lambda: fire_at(daemon, "other") == datetime(2026, 3, 2, 7, 30, tzinfo=UTC)
+        )
         [problem] = daemon.catalog.invalid_files[str(path)]
-        assert problem.line == 3 and "TOML" in problem.message
+        assert problem.line == 3
+        assert "TOML" in problem.message
         path.write_text(job_text("15 * * * *"))
         await until_true(lambda: str(path) not in daemon.catalog.invalid_files)
         assert fire_at(daemon, "a") == datetime(2026, 3, 2, 7, 15, tzinfo=UTC)
-        audit = [json.loads(line) for line in (jobs_dir / ".kron" / "audit.jsonl").read_text().splitlines()]
+        audit = [
+            json.loads(line)
+            for line in (jobs_dir / ".kron" / "audit.jsonl").read_text().splitlines()
+        ]
         assert [(e["event"], e["job"]) for e in audit if e["job"] == "a"] == [
             ("load", "a"),
             ("invalid", "a"),
@@ -111,7 +117,8 @@ def test_a_deleted_file_never_fires_again(jobs_dir: Path) -> None:
     async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
         path.unlink()
         await until_true(lambda: "a" not in daemon.catalog.active)
-        assert daemon.scheduler is not None and "a" not in daemon.scheduler.jobs
+        assert daemon.scheduler is not None
+        assert "a" not in daemon.scheduler.jobs
         await clock.set(datetime(2026, 3, 2, 7, 5, tzinfo=UTC))
         assert events.all == []
 
@@ -124,7 +131,8 @@ def test_a_renamed_file_is_a_removal_and_an_addition(jobs_dir: Path) -> None:
     async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
         path.rename(jobs_dir / "new.toml")
         await until_true(lambda: set(daemon.catalog.active) == {"new"})
-        assert daemon.scheduler is not None and set(daemon.scheduler.jobs) == {"new"}
+        assert daemon.scheduler is not None
+        assert set(daemon.scheduler.jobs) == {"new"}
 
     live(jobs_dir, body)
 
@@ -155,12 +163,15 @@ def test_a_folder_moved_in_whole_is_read(jobs_dir: Path, tmp_path: Path) -> None
     live(jobs_dir, body)
 
 
-def test_five_hundred_files_appearing_at_once_are_applied_as_one_consistent_set(jobs_dir: Path, tmp_path: Path) -> None:
+def test_five_hundred_files_appearing_at_once_are_applied_as_one_consistent_set(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
         for i in range(500):
             (jobs_dir / f"burst-{i:03}.toml").write_text(job_text("* * * * *"))
         await until_true(lambda: len(daemon.catalog.active) == 500)
-        assert daemon.scheduler is not None and len(daemon.scheduler.jobs) == 500
+        assert daemon.scheduler is not None
+        assert len(daemon.scheduler.jobs) == 500
         await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 500)
         assert sorted(e.job for e in events.ended()) == [f"burst-{i:03}" for i in range(500)]
@@ -177,10 +188,17 @@ def test_a_kron_toml_change_re_merges_defaults_into_every_job(jobs_dir: Path) ->
     async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
         assert daemon.catalog.active["a"].timeout is not None
         (jobs_dir / "kron.toml").write_text('[defaults]\ntimeout = "7m"\n')
-        await until_true(lambda: all(j.timeout and j.timeout.total_seconds() == 420 for j in daemon.catalog.active.values()))
+        await until_true(
+            lambda: all(
+                j.timeout and j.timeout.total_seconds() == 420
+                for j in daemon.catalog.active.values()
+            )
+        )
         (jobs_dir / "kron.toml").write_text('[defaults]\ntimeout = "seven"\n')
         await until_true(lambda: str(jobs_dir / "kron.toml") in daemon.catalog.invalid_files)
-        assert all(j.timeout and j.timeout.total_seconds() == 420 for j in daemon.catalog.active.values())
+        assert all(
+            j.timeout and j.timeout.total_seconds() == 420 for j in daemon.catalog.active.values()
+        )
 
     live(jobs_dir, body)
 
@@ -202,10 +220,13 @@ def test_record_writes_never_cause_a_reload(jobs_dir: Path) -> None:
     live(jobs_dir, body)
 
 
-def test_a_running_job_finishes_under_the_definition_it_started_with(jobs_dir: Path, tmp_path: Path) -> None:
+def test_a_running_job_finishes_under_the_definition_it_started_with(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     path = write_job(
-        jobs_dir, "slow.toml",
+        jobs_dir,
+        "slow.toml",
         f'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "while [ ! -e {gate} ]; do sleep 0.02; done; echo v1"\n',
     )
 
@@ -213,7 +234,7 @@ def test_a_running_job_finishes_under_the_definition_it_started_with(jobs_dir: P
         old_sha = daemon.catalog.active["slow"].config_sha
         await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
         await events.until(lambda e: len(e.started()) == 1)
-        path.write_text(f'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "echo v2"\n')
+        path.write_text('schedule = "* * * * *"\ntimezone = "UTC"\nshell = "echo v2"\n')
         await until_true(lambda: daemon.catalog.active["slow"].config_sha != old_sha)
         gate.touch()
         await events.until(lambda e: len(e.ended()) == 1)
@@ -222,9 +243,17 @@ def test_a_running_job_finishes_under_the_definition_it_started_with(jobs_dir: P
         await clock.set(datetime(2026, 3, 2, 7, 2, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 2)
         second = events.ended()[1]
-        assert (second.config_sha, second.stdout) == (daemon.catalog.active["slow"].config_sha, "v2\n")
+        assert (second.config_sha, second.stdout) == (
+            daemon.catalog.active["slow"].config_sha,
+            "v2\n",
+        )
         lines = read_records(jobs_dir / "slow.runs.jsonl")
-        assert [r["config_sha"] for r in lines] == [old_sha, old_sha, second.config_sha, second.config_sha]
+        assert [r["config_sha"] for r in lines] == [
+            old_sha,
+            old_sha,
+            second.config_sha,
+            second.config_sha,
+        ]
 
     live(jobs_dir, body)
 

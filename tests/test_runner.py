@@ -1,4 +1,4 @@
-"""The scheduler: overlap, catch-up, retries, clock steps and DST, with real processes and a fake clock."""
+"""The scheduler: overlap, catch-up, retries, clock steps, DST; real processes, a fake clock."""
 
 from __future__ import annotations
 
@@ -40,7 +40,11 @@ def drive(body: Callable[..., Awaitable[None]], *, start: datetime = T0, **kwarg
 
 
 def test_starting_mid_minute_does_not_fire_before_the_next_boundary(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "every-minute.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir,
+        "every-minute.toml",
+        'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -56,7 +60,11 @@ def test_starting_mid_minute_does_not_fire_before_the_next_boundary(jobs_dir: Pa
 
 
 def test_forbid_skips_a_slot_while_the_previous_run_is_alive_and_records_it(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "slow.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "sleep 30"\nkill_grace = "1s"\n')
+    job = make_job(
+        jobs_dir,
+        "slow.toml",
+        'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "sleep 30"\nkill_grace = "1s"\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -66,14 +74,19 @@ def test_forbid_skips_a_slot_while_the_previous_run_is_alive_and_records_it(jobs
         await clock.set(datetime(2026, 3, 2, 10, 2, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 1)
         skipped = events.ended()[0]
-        assert (skipped.outcome, iso(skipped.slot)) == (spec.Outcome.SKIPPED, "2026-03-02T10:02:00Z")
+        assert (skipped.outcome, iso(skipped.slot)) == (
+            spec.Outcome.SKIPPED,
+            "2026-03-02T10:02:00Z",
+        )
         assert skipped.error == f"run {first.run_id} is still alive (concurrency = forbid)"
         assert len(events.started()) == 1
 
     drive(body)
 
 
-def test_replace_stops_the_old_tree_before_the_new_run_starts(jobs_dir: Path, tmp_path: Path) -> None:
+def test_replace_stops_the_old_tree_before_the_new_run_starts(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
     pids = tmp_path / "pids"
     job = make_job(
         jobs_dir,
@@ -94,7 +107,10 @@ def test_replace_stops_the_old_tree_before_the_new_run_starts(jobs_dir: Path, tm
         old_pgid = int(pids.read_text().split()[0])
         await clock.set(datetime(2026, 3, 2, 10, 2, tzinfo=UTC))
         await events.until(lambda e: len(e.started()) == 2)
-        kinds = [type(e).__name__ + ":" + (e.outcome.value if hasattr(e, "outcome") else "") for e in events.all]
+        kinds = [
+            type(e).__name__ + ":" + (e.outcome.value if hasattr(e, "outcome") else "")
+            for e in events.all
+        ]
         assert kinds == ["RunStarted:", "RunEnded:replaced", "RunStarted:"]
         replaced = events.ended()[0]
         assert replaced.signal == 9  # it ignored SIGTERM, so SIGKILL after kill_grace
@@ -105,7 +121,11 @@ def test_replace_stops_the_old_tree_before_the_new_run_starts(jobs_dir: Path, tm
 
 
 def test_allow_runs_slots_in_parallel(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "par.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\nconcurrency = "allow"\nshell = "sleep 30"\nkill_grace = "1s"\n')
+    job = make_job(
+        jobs_dir,
+        "par.toml",
+        'schedule = "* * * * *"\ntimezone = "UTC"\nconcurrency = "allow"\nshell = "sleep 30"\nkill_grace = "1s"\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -129,20 +149,28 @@ BACK_AT = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)  # 08:00, 09:00 and 10:00 pas
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        ("catchup = \"none\"", [("missed", "08:00"), ("missed", "09:00"), ("missed", "10:00")]),
-        ("catchup = \"last\"", [("missed", "08:00"), ("missed", "09:00"), ("catchup:succeeded", "10:00")]),
+        ('catchup = "none"', [("missed", "08:00"), ("missed", "09:00"), ("missed", "10:00")]),
         (
-            "catchup = \"all\"\ncatchup_max = 2",
+            'catchup = "last"',
+            [("missed", "08:00"), ("missed", "09:00"), ("catchup:succeeded", "10:00")],
+        ),
+        (
+            'catchup = "all"\ncatchup_max = 2',
             [("missed", "08:00"), ("catchup:succeeded", "09:00"), ("catchup:succeeded", "10:00")],
         ),
         (
-            "catchup = \"all\"\nstarting_deadline = \"1h\"",
+            'catchup = "all"\nstarting_deadline = "1h"',
             [("missed", "08:00"), ("missed", "09:00"), ("catchup:succeeded", "10:00")],
         ),
-        ("catchup = \"last\"\nstarting_deadline = \"20m\"", [("missed", "08:00"), ("missed", "09:00"), ("missed", "10:00")]),
+        (
+            'catchup = "last"\nstarting_deadline = "20m"',
+            [("missed", "08:00"), ("missed", "09:00"), ("missed", "10:00")],
+        ),
     ],
 )
-def test_catchup_after_a_three_hour_outage(jobs_dir: Path, policy: str, expected: list[tuple[str, str]]) -> None:
+def test_catchup_after_a_three_hour_outage(
+    jobs_dir: Path, policy: str, expected: list[tuple[str, str]]
+) -> None:
     job = make_job(jobs_dir, "hourly.toml", HOURLY + policy + "\n")
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
@@ -150,13 +178,18 @@ def test_catchup_after_a_three_hour_outage(jobs_dir: Path, policy: str, expected
         runs = sum(1 for kind, _ in expected if kind.startswith("catchup"))
         await events.until(lambda e: len(e.ended()) == len(expected))
         got = sorted(
-            (f"{e.trigger.value}:{e.outcome.value}" if e.trigger is spec.Trigger.CATCHUP else e.outcome.value,
-             e.slot.strftime("%H:%M"))
+            (
+                f"{e.trigger.value}:{e.outcome.value}"
+                if e.trigger is spec.Trigger.CATCHUP
+                else e.outcome.value,
+                e.slot.strftime("%H:%M"),
+            )
             for e in events.ended()
         )
         assert got == sorted(expected)
         starts = [e.slot.strftime("%H:%M") for e in events.started()]
-        assert starts == sorted(starts) and len(starts) == runs  # oldest first, one at a time
+        assert starts == sorted(starts)
+        assert len(starts) == runs
         assert s.jobs["hourly"].fire_at == datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
 
     drive(body, start=BACK_AT)
@@ -164,7 +197,14 @@ def test_catchup_after_a_three_hour_outage(jobs_dir: Path, policy: str, expected
 
 def test_catchup_all_runs_one_at_a_time_under_forbid(jobs_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "log"
-    job = make_job(jobs_dir, "h.toml", HOURLY.replace('command = ["true"]', f'shell = "echo start >> {log}; sleep 0.2; echo end >> {log}"') + 'catchup = "all"\n')
+    job = make_job(
+        jobs_dir,
+        "h.toml",
+        HOURLY.replace(
+            'command = ["true"]', f'shell = "echo start >> {log}; sleep 0.2; echo end >> {log}"'
+        )
+        + 'catchup = "all"\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=OUTAGE_START, now=clock.now())
@@ -176,7 +216,9 @@ def test_catchup_all_runs_one_at_a_time_under_forbid(jobs_dir: Path, tmp_path: P
 
 
 def test_a_backward_clock_step_never_reruns_a_recorded_slot(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "m.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir, "m.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n'
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -186,7 +228,10 @@ def test_a_backward_clock_step_never_reruns_a_recorded_slot(jobs_dir: Path) -> N
         await clock.set(datetime(2026, 3, 2, 10, 1, 30, tzinfo=UTC))
         await clock.set(datetime(2026, 3, 2, 10, 2, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 2)
-        assert [iso(e.slot) for e in events.ended()] == ["2026-03-02T10:01:00Z", "2026-03-02T10:02:00Z"]
+        assert [iso(e.slot) for e in events.ended()] == [
+            "2026-03-02T10:01:00Z",
+            "2026-03-02T10:02:00Z",
+        ]
 
     drive(body)
 
@@ -209,7 +254,9 @@ def test_a_slot_later_than_the_tolerance_counts_as_missed(jobs_dir: Path) -> Non
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        await clock.set(datetime(2026, 3, 2, 11, 0, tzinfo=UTC) + LATE_TOLERANCE + timedelta(seconds=1))
+        await clock.set(
+            datetime(2026, 3, 2, 11, 0, tzinfo=UTC) + LATE_TOLERANCE + timedelta(seconds=1)
+        )
         await events.until(lambda e: len(e.ended()) == 1)
         assert events.outcomes() == ["missed"]
 
@@ -249,7 +296,9 @@ def test_the_retry_timeline_of_a_failing_job(jobs_dir: Path) -> None:
     drive(body)
 
 
-def test_a_slot_that_arrives_while_a_retry_is_pending_is_skipped_under_forbid(jobs_dir: Path) -> None:
+def test_a_slot_that_arrives_while_a_retry_is_pending_is_skipped_under_forbid(
+    jobs_dir: Path,
+) -> None:
     job = make_job(
         jobs_dir,
         "flaky.toml",
@@ -266,7 +315,11 @@ def test_a_slot_that_arrives_while_a_retry_is_pending_is_skipped_under_forbid(jo
         await clock.set(datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC))
         await events.until(lambda e: len(e.ended()) == 3)
         last = events.ended()[-1]
-        assert (last.outcome.value, last.attempt, iso(last.slot)) == ("failed", 2, "2026-03-02T10:01:00Z")
+        assert (last.outcome.value, last.attempt, iso(last.slot)) == (
+            "failed",
+            2,
+            "2026-03-02T10:01:00Z",
+        )
         assert len(events.started()) == 2  # never two runs at once
 
     drive(body)
@@ -282,38 +335,49 @@ def test_retry_on_timeout_only_when_asked(jobs_dir: Path) -> None:
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
         run = s.fire("t", slot=clock.now(), trigger=spec.Trigger.MANUAL)
-        assert run is not None and run.task is not None
+        assert run is not None
+        assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
-        assert ended is not None and (ended.outcome.value, ended.attempt) == ("timeout", 1)
+        assert ended is not None
+        assert (ended.outcome.value, ended.attempt) == ("timeout", 1)
         assert ended.signal == 15
 
     drive(body)
 
 
 def test_a_missing_executable_is_a_failed_record_with_the_error(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "missing.toml", 'schedule = "@manual"\ncommand = ["/no/such/program", "x"]\n')
+    job = make_job(
+        jobs_dir, "missing.toml", 'schedule = "@manual"\ncommand = ["/no/such/program", "x"]\n'
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
         run = s.fire("missing", slot=clock.now(), trigger=spec.Trigger.MANUAL)
-        assert run is not None and run.task is not None
+        assert run is not None
+        assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
-        assert ended is not None and ended.outcome is spec.Outcome.FAILED
+        assert ended is not None
+        assert ended.outcome is spec.Outcome.FAILED
         assert ended.exit_code is None
-        assert ended.error is not None and "/no/such/program" in ended.error
+        assert ended.error is not None
+        assert "/no/such/program" in ended.error
 
     drive(body)
 
 
 def test_success_codes_decide_success(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "codes.toml", 'schedule = "@manual"\nshell = "exit 3"\nsuccess_codes = [0, 3]\n')
+    job = make_job(
+        jobs_dir, "codes.toml", 'schedule = "@manual"\nshell = "exit 3"\nsuccess_codes = [0, 3]\n'
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
         run = s.fire("codes", slot=clock.now(), trigger=spec.Trigger.MANUAL)
-        assert run is not None and run.task is not None
+        assert run is not None
+        assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
-        assert ended is not None and (ended.outcome.value, ended.exit_code) == ("succeeded", 3)
+        assert ended is not None
+        assert (ended.outcome.value, ended.exit_code) == ("succeeded", 3)
 
     drive(body)
 
@@ -321,7 +385,11 @@ def test_success_codes_decide_success(jobs_dir: Path) -> None:
 def test_max_concurrent_queues_runs_and_never_drops_them(jobs_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "log"
     jobs = [
-        make_job(jobs_dir, f"j{i}.toml", f'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "echo start >> {log}; sleep 0.1; echo end >> {log}"\n')
+        make_job(
+            jobs_dir,
+            f"j{i}.toml",
+            f'schedule = "* * * * *"\ntimezone = "UTC"\nshell = "echo start >> {log}; sleep 0.1; echo end >> {log}"\n',
+        )
         for i in range(4)
     ]
 
@@ -337,7 +405,11 @@ def test_max_concurrent_queues_runs_and_never_drops_them(jobs_dir: Path, tmp_pat
 
 
 def test_a_disabled_job_is_never_fired_by_its_schedule(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "off.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\nenabled = false\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir,
+        "off.toml",
+        'schedule = "* * * * *"\ntimezone = "UTC"\nenabled = false\ncommand = ["true"]\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
@@ -349,7 +421,11 @@ def test_a_disabled_job_is_never_fired_by_its_schedule(jobs_dir: Path) -> None:
 
 
 def test_jitter_delays_the_fire_but_keeps_the_slot(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "j.toml", 'schedule = "0 * * * *"\ntimezone = "UTC"\njitter = "5m"\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir,
+        "j.toml",
+        'schedule = "0 * * * *"\ntimezone = "UTC"\njitter = "5m"\ncommand = ["true"]\n',
+    )
     offset = jitter_offset("j", timedelta(minutes=5))
     assert timedelta(0) < offset < timedelta(minutes=5)
 
@@ -367,7 +443,11 @@ def test_jitter_delays_the_fire_but_keeps_the_slot(jobs_dir: Path) -> None:
 
 def test_a_fixed_time_job_fires_once_on_both_dst_days_in_berlin(jobs_dir: Path) -> None:
     # Europe/Berlin: 2026-03-29 02:00 CET -> 03:00 CEST; 2026-10-25 03:00 CEST -> 02:00 CET.
-    job = make_job(jobs_dir, "dst.toml", 'schedule = "30 2 * * *"\ntimezone = "Europe/Berlin"\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir,
+        "dst.toml",
+        'schedule = "30 2 * * *"\ntimezone = "Europe/Berlin"\ncommand = ["true"]\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -398,7 +478,9 @@ def test_a_fixed_time_job_fires_once_on_both_dst_days_in_berlin(jobs_dir: Path) 
 
 
 def test_a_removed_job_never_fires_again(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "m.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    job = make_job(
+        jobs_dir, "m.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n'
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
@@ -410,16 +492,22 @@ def test_a_removed_job_never_fires_again(jobs_dir: Path) -> None:
 
 
 def test_cancel_stops_the_tree_and_records_cancelled(jobs_dir: Path) -> None:
-    job = make_job(jobs_dir, "c.toml", 'schedule = "@manual"\nshell = "sleep 30 & sleep 30; wait"\nkill_grace = "1s"\n')
+    job = make_job(
+        jobs_dir,
+        "c.toml",
+        'schedule = "@manual"\nshell = "sleep 30 & sleep 30; wait"\nkill_grace = "1s"\n',
+    )
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
         run = s.fire("c", slot=clock.now(), trigger=spec.Trigger.MANUAL)
-        assert run is not None and run.task is not None
+        assert run is not None
+        assert run.task is not None
         await until_true(lambda: run.pgid is not None)
         assert s.cancel(run.run_id) is run
         ended = await asyncio.wait_for(run.task, 20)
-        assert ended is not None and ended.outcome is spec.Outcome.CANCELLED
+        assert ended is not None
+        assert ended.outcome is spec.Outcome.CANCELLED
         assert run.pgid is not None
         with pytest.raises(ProcessLookupError):
             os.killpg(run.pgid, 0)
