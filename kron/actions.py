@@ -11,6 +11,7 @@ import contextlib
 import enum
 import os
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -27,6 +28,7 @@ __all__ = [
     "ActionResult",
     "Interrupted",
     "build_env",
+    "connection_reason",
     "execute",
     "from_process",
     "mask",
@@ -78,10 +80,8 @@ def secret_values(job: spec.Job) -> list[str]:
     """Every value that must be masked in what kron writes: secret env entries and env_file."""
     found = [job.env[name] for name in job.secret_env if job.env.get(name)]
     if job.env_file is not None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             found.extend(v for v in read_env_file(job.env_file).values() if v)
-        except (OSError, ValueError):
-            pass
     # Longest first, so a secret containing another is masked whole.
     return sorted(set(found), key=len, reverse=True)
 
@@ -144,6 +144,23 @@ async def until_stopped(
     if task in done:
         return task.result()
     return Interrupted.STOPPED if stop.is_set() else Interrupted.TIMED_OUT
+
+
+def connection_reason(exc: BaseException) -> str:
+    """Say in a few words why a connection failed ("connection refused"), from the root cause.
+
+    httpx, requests and urllib3 wrap the OSError that says it in layers of their own.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "cannot resolve the host name"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
 
 
 def from_process(result: ProcessResult, **extra: Any) -> ActionResult:

@@ -21,6 +21,7 @@ from kron.documents import Document, is_job_file, read_document
 from kron.errors import Problem, SpecError, ValueProblem
 from kron.schedule import ScheduleKind, parse_schedule
 from kron.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+from kron.wait import check_condition, check_http_url
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SETTINGS_NAMES = ("kron.toml", "kron.yaml", "kron.yml")
@@ -315,7 +316,7 @@ def _action(b: _Builder, data: Mapping[str, Any]) -> spec.Action | None:
     if key == "http":
         return spec.HttpAction(
             method=value.get("method", "GET"),
-            url=value["url"],
+            url=b.convert(["http", "url"], check_http_url, value["url"], value["url"]),
             headers=dict(value.get("headers", {})),
             json=value.get("json"),
             body=value.get("body"),
@@ -343,7 +344,9 @@ def _action(b: _Builder, data: Mapping[str, Any]) -> spec.Action | None:
     return spec.AgentAction(
         prompt=value["prompt"],
         command=tuple(value["command"]) if "command" in value else None,
-        endpoint=value.get("endpoint"),
+        endpoint=b.convert(["agent", "endpoint"], check_http_url, value["endpoint"], None)
+        if "endpoint" in value
+        else None,
         model=value.get("model"),
         api_key_env=value.get("api_key_env"),
         system=value.get("system"),
@@ -425,7 +428,7 @@ def build_job(
     if "wait" in data:
         w = data["wait"]
         wait = spec.WaitSpec(
-            until=w["until"],
+            until=b.convert(["wait", "until"], check_condition, w["until"], ""),
             every=b.duration(w, "every", timedelta(seconds=5), "wait"),
             timeout=b.duration(w, "timeout", timedelta(minutes=5), "wait"),
             probe_timeout=b.duration(w, "probe_timeout", timedelta(seconds=5), "wait"),

@@ -142,6 +142,7 @@ async def run_process(
     stop: asyncio.Event | None = None,
     drain_timeout: timedelta = timedelta(seconds=2),
     on_spawn: Callable[[int], None] | None = None,
+    stdin_data: bytes | None = None,
 ) -> ProcessResult:
     """Run `argv` in its own session and process group and return how it ended.
 
@@ -162,6 +163,8 @@ async def run_process(
         stop: set by the caller to stop the run (cancel, replace, shutdown).
         drain_timeout: how long to keep reading after the main process exits.
         on_spawn: called with the pid as soon as the process has started.
+        stdin_data: bytes written to the child's stdin, which is then closed; None gives it
+            /dev/null.
 
     Returns:
         The exit status, the captured output and how the run ended.
@@ -179,7 +182,7 @@ async def run_process(
         transport, _ = await loop.subprocess_exec(
             lambda: capture,
             *argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
@@ -192,6 +195,13 @@ async def run_process(
         return _not_started(_spawn_error(exc, argv[0], cwd))
     pid = transport.get_pid()
     log.debug("started %s as pid %d", argv[0], pid)
+    if stdin_data is not None:
+        # Buffered by the transport and closed once written; a child that exits without
+        # reading only makes the write fail quietly (EPIPE).
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(stdin_data)
+        stdin.close()
     try:
         if on_spawn is not None:
             on_spawn(pid)
