@@ -78,6 +78,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "status", parents=[common], help="the daemon's view: jobs, invalid files, runs"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("list", parents=[common], help="jobs with their next fire and last outcome")
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only these tags"
+    )
+    p.add_argument("--json", action="store_true")
+
+    for name, text in (
+        ("pause", "stop firing a job by its schedule (kept across restarts)"),
+        ("resume", "fire a paused job by its schedule again"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("job", nargs="?", help="a job id")
+        p.add_argument(
+            "--tag", action="append", default=[], metavar="KEY=VALUE", help="every job with it"
+        )
+        p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("cancel", parents=[common], help="stop a running run's process tree")
+    p.add_argument("run_id", nargs="?", help="a running run's id")
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="runs of these jobs"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("history", parents=[common], help="recent runs, newest first")
     p.add_argument("job", nargs="?", help="only this job")
     p.add_argument("--outcome", help="only runs with this outcome (failed, timeout, skipped, ...)")
@@ -306,20 +335,176 @@ def _records_root(jobs_dir: Path) -> Path:
     return settings.records_dir or jobs_dir
 
 
+def _client(jobs_dir: Path) -> Any:
+    """The control client for the daemon serving jobs_dir (DaemonUnreachable: exit 3)."""
+    from kron.control import reach
+    from kron.loader import load_settings
+
+    socket = load_settings(jobs_dir)[0].control_socket if jobs_dir.is_dir() else None
+    return reach(jobs_dir, socket)
+
+
+def _job_id(job: str, jobs_dir: Path) -> str:
+    """A job id from an id or a path to a job file."""
+    from kron.loader import job_id_for
+
+    path = Path(job)
+    if path.suffix in (".toml", ".yaml", ".yml") and path.exists() and _is_within(path, jobs_dir):
+        return job_id_for(path.resolve(), jobs_dir.resolve())
+    return job
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import asyncio
 
     from kron.inprocess import run_once
 
+    try:
+        client = _client(args.jobs_dir)
+    except DaemonUnreachable as exc:
+        client, reason = None, str(exc)
+    if client is not None:
+        job_id = _job_id(args.job, args.jobs_dir)
+        params = {"wait": "1"} if args.wait else {}
+        status, body = client.post(
+            f"/v1/jobs/{job_id}/run", timeout=None if args.wait else 10.0, **params
+        )
+        if status == 404:
+            raise KronError(body.get("error", f"no job {job_id!r}"))
+        if status == 409:
+            why = body.get("error") or "a run is still alive"
+            print(f"kron run: {job_id}: skipped: {why}", file=err)
+            return EXIT_BAD
+        if not args.wait:
+            if args.json:
+                _dump(body, out)
+            else:
+                run_id = body["run_id"]
+                print(f"started run {run_id} of {job_id} (kron show {run_id})", file=out)
+            return EXIT_OK
+        _print_record(body, out, as_json=args.json)
+        return EXIT_OK if body.get("outcome") == "succeeded" else EXIT_BAD
     path = _find_job_file(args.job, args.jobs_dir)
     jobs_dir = args.jobs_dir if _is_within(path, args.jobs_dir) else path.parent
-    if not args.wait:
-        print(
-            "note: no daemon reachable; running in this process and waiting for the end", file=err
-        )
+    print(f"note: {reason}\nrunning in this process instead, until the run ends", file=err)
     record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
     _print_record(record, out, as_json=args.json)
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
+
+
+def _dump(value: Any, out: TextIO) -> None:
+    json.dump(value, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    body = _client(args.jobs_dir).get("/v1/status")
+    if args.json:
+        _dump(body, out)
+        return EXIT_OK
+    print(f"kron {body['version']} (pid {body['pid']}), up since {body['started_at']}", file=out)
+    print(f"jobs:    {body['jobs_loaded']} loaded from {body['jobs_dir']}", file=out)
+    print(f"records: {body['records_dir']}", file=out)
+    if body["paused"]:
+        print(f"paused:  {', '.join(body['paused'])}", file=out)
+    invalid = body["invalid_files"]
+    print(f"invalid files: {len(invalid)}", file=out)
+    for entry in invalid:
+        for line in entry["errors"]:
+            print(f"  {line}", file=out)
+    running = body["running"]
+    print(f"running: {len(running)}", file=out)
+    if running:
+        rows = [("RUN", "JOB", "SLOT", "TRIGGER", "STATE", "STARTED")]
+        rows += [
+            (
+                r["run_id"],
+                r["job"],
+                r["slot"] or "",
+                r["trigger"],
+                r["state"],
+                r["started_at"] or "",
+            )
+            for r in running
+        ]
+        _print_table(rows, out, indent="  ")
+    return EXIT_OK
+
+
+def _tag_params(tags: list[str]) -> dict[str, Any]:
+    from kron.control import parse_tags
+
+    return {"tag": [f"{k}={v}" for k, v in parse_tags(tags).items()]} if tags else {}
+
+
+def _cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    jobs = _client(args.jobs_dir).get("/v1/jobs", **_tag_params(args.tag))
+    if args.json:
+        _dump(jobs, out)
+        return EXIT_OK
+    if not jobs:
+        print("no jobs", file=out)
+        return EXIT_OK
+    rows = [("JOB", "SCHEDULE", "ZONE", "NEXT", "LAST", "STATE")]
+    for j in jobs:
+        state = "paused" if j["paused"] else ("disabled" if not j["enabled"] else "")
+        if j["running"]:
+            state = ("running " + state).strip()
+        nxt = _local(j["next_fire"], j["timezone"])
+        rows.append((j["id"], j["schedule"], j["timezone"], nxt, j["last_outcome"] or "", state))
+    _print_table(rows, out)
+    return EXIT_OK
+
+
+def _local(text: str | None, zone: str) -> str:
+    if not text:
+        return "-"
+    from kron.records import parse_time
+
+    return parse_time(text).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _answer(status: int, body: Any) -> Any:
+    if status >= 400:
+        raise KronError(body.get("error", f"the daemon answered {status}"))
+    return body
+
+
+def _cmd_pause_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.job) == bool(args.tag):
+        raise UsageError(f"kron {args.command}: give a job id or --tag KEY=VALUE (not both)")
+    client = _client(args.jobs_dir)
+    if args.tag:
+        body = _answer(*client.post(f"/v1/{args.command}", **_tag_params(args.tag)))
+        done = body.get("paused" if args.command == "pause" else "resumed", [])
+        message = f"{args.command}d {len(done)} jobs: {', '.join(done) or '-'}"
+    else:
+        job_id = _job_id(args.job, args.jobs_dir)
+        body = _answer(*client.post(f"/v1/jobs/{job_id}/{args.command}"))
+        message = f"{job_id}: {args.command}d"
+    if args.json:
+        _dump(body, out)
+    else:
+        print(message, file=out)
+    return EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.run_id) == bool(args.tag):
+        raise UsageError("kron cancel: give a run id or --tag KEY=VALUE (not both)")
+    client = _client(args.jobs_dir)
+    if args.tag:
+        body = _answer(*client.post("/v1/cancel", **_tag_params(args.tag)))
+        runs = body.get("cancelled", [])
+        message = f"cancelling {len(runs)} runs: {', '.join(runs) or '-'}"
+    else:
+        body = _answer(*client.post(f"/v1/runs/{args.run_id}/cancel"))
+        message = f"cancelling run {args.run_id} of {body.get('job')}: stopping its process tree"
+    if args.json:
+        _dump(body, out)
+    else:
+        print(message, file=out)
+    return EXIT_OK
 
 
 def _parse_since(text: str) -> datetime:
@@ -377,13 +562,21 @@ def _cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+def _print_table(rows: Sequence[Sequence[str]], out: TextIO, *, indent: str = "") -> None:
+    """An aligned table: rich on a terminal, plain columns in a pipe."""
+    if out.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*rows[0], box=None, header_style="bold", pad_edge=False)
+        for row in rows[1:]:
+            table.add_row(*row)
+        Console(file=out).print(table)
+        return
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
-            file=out,
-        )
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(indent + "  ".join(cells).rstrip(), file=out)
 
 
 def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
@@ -437,6 +630,11 @@ def _cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 _COMMANDS: dict[str, Any] = {
     "daemon": _cmd_daemon,
     "run": _cmd_run,
+    "status": _cmd_status,
+    "list": _cmd_list,
+    "pause": _cmd_pause_resume,
+    "resume": _cmd_pause_resume,
+    "cancel": _cmd_cancel,
     "history": _cmd_history,
     "show": _cmd_show,
     "validate": _cmd_validate,

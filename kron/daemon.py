@@ -117,14 +117,22 @@ class Startup:
 
     cursor: datetime
     abandoned: list[dict[str, object]]
+    last: dict[str, object] | None
 
 
 def where_it_stands(job: spec.Job, sink: RecordSink, state: State, now: datetime) -> Startup:
     path = sink.path(job.id)
+    if not path.exists():
+        candidates = [t for t in (state.first_seen.get(job.id), state.cursors.get(job.id)) if t]
+        return Startup(cursor=max(candidates) if candidates else now, abandoned=[], last=None)
     last = records.last_slot(path)
     candidates = [t for t in (last, state.first_seen.get(job.id), state.cursors.get(job.id)) if t]
     cursor = max(candidates) if candidates else now
-    return Startup(cursor=cursor, abandoned=records.unfinished_runs(path))
+    return Startup(
+        cursor=cursor,
+        abandoned=records.unfinished_runs(path),
+        last=records.last_terminal(path),
+    )
 
 
 class Daemon:
@@ -137,6 +145,7 @@ class Daemon:
         records_dir: Path | None = None,
         clock: Clock | None = None,
         boot_id: str | None = None,
+        control: bool = True,
     ) -> None:
         self.jobs_dir = jobs_dir
         self._records_dir_override = records_dir
@@ -149,6 +158,8 @@ class Daemon:
         self.sink: RecordSink | None = None
         self.state: State | None = None
         self.started_at: datetime | None = None
+        self._control: asyncio.Server | None = None
+        self.control = control
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
 
@@ -211,6 +222,12 @@ class Daemon:
                 ):
                     self.scheduler.fire(job.id, slot=now, trigger=spec.Trigger.REBOOT)
         self._save_state()
+        if self.control:
+            try:
+                await self._start_control()
+            except BaseException:
+                self.close()
+                raise
         log.info(
             "kron daemon started: %d jobs loaded from %s, %d invalid files",
             len(jobs),
@@ -278,6 +295,39 @@ class Daemon:
             self.state.save()
         except OSError as exc:
             log.error("cannot save state to %s: %s", self.state.path, exc)
+
+    def set_paused(self, job_id: str, paused: bool) -> None:
+        """Pause or resume a job's schedule; kept in kron's state, so it survives restarts."""
+        assert self.scheduler is not None
+        assert self.state is not None
+        if paused:
+            self.state.paused.add(job_id)
+        else:
+            self.state.paused.discard(job_id)
+        self.scheduler.set_paused(job_id, paused)
+        self._save_state()
+        self.audit.write("pause" if paused else "resume", job=job_id)
+        log.info("job %s %s", job_id, "paused" if paused else "resumed")
+
+    @property
+    def control_socket(self) -> Path:
+        from kron.control import default_socket_path
+
+        return self.settings.control_socket or default_socket_path()
+
+    async def _start_control(self) -> None:
+        from kron.control import ControlAPI
+        from kron.httpd import serve_unix
+
+        path = self.control_socket
+        try:
+            self._control = await serve_unix(path, ControlAPI(self))
+        except OSError as exc:
+            raise KronError(
+                f"cannot listen on the control socket {path}: {exc}; "
+                "set control_socket in kron.toml (or XDG_RUNTIME_DIR)"
+            ) from None
+        log.info("control socket: %s", path)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -394,6 +444,11 @@ class Daemon:
         log.info("kron daemon stopped")
 
     def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            with contextlib.suppress(OSError):
+                self.control_socket.unlink()
+            self._control = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -34,6 +34,7 @@ __all__ = [
     "append",
     "format_time",
     "last_slot",
+    "last_terminal",
     "parse_time",
     "prune",
     "read",
@@ -175,6 +176,17 @@ def last_slot(path: Path, max_bytes: int = TAIL_BYTES) -> datetime | None:
         if slot is not None and (newest is None or slot > newest):
             newest = slot
     return newest
+
+
+def last_terminal(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any] | None:
+    """Return the newest terminal record in the tail (the last outcome of a job), or None."""
+    for distance, raw in _backwards(path):
+        if distance > max_bytes:
+            break
+        record = _parse(raw)
+        if record is not None and record.get("outcome") in TERMINAL_OUTCOMES:
+            return record
+    return None
 
 
 def unfinished_runs(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:

@@ -20,9 +20,9 @@ import tenacity
 from kron import spec
 from kron.actions import ActionResult, execute, mask, secret_values
 from kron.clock import Clock
-from kron.events import Event, RunEnded, RunStarted, new_run_id
+from kron.events import Event, RunEnded, RunStarted, new_run_id, to_record
 from kron.loader import policy_violation
-from kron.records import format_time
+from kron.records import format_time, parse_time
 from kron.schedule import Schedule, ScheduleKind, jitter_offset
 from kron.spec import Concurrency, Outcome, Trigger
 
@@ -74,6 +74,19 @@ class JobState:
     runs: set[Run] = field(default_factory=set)
     catchup: deque[tuple[datetime, Trigger]] = field(default_factory=deque)
     paused: bool = False
+    last_outcome: str | None = None  # of the newest record (status, list, metrics)
+    last_ended_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_record: dict[str, Any] | None = None
+
+    def note(self, record: Mapping[str, Any]) -> None:
+        """Remember the newest terminal record of this job."""
+        self.last_record = dict(record)
+        self.last_outcome = str(record.get("outcome"))
+        ended = record.get("ended_at")
+        self.last_ended_at = parse_time(ended) if isinstance(ended, str) else None
+        if self.last_outcome == Outcome.SUCCEEDED.value:
+            self.last_success_at = self.last_ended_at
 
     @property
     def alive(self) -> list[Run]:
@@ -114,6 +127,8 @@ class Scheduler:
         self._ended_listeners.append(listener)
 
     def _emit(self, event: Event) -> None:
+        if isinstance(event, RunEnded) and (js := self._jobs.get(event.job)) is not None:
+            js.note(to_record(event))
         for listener in self._listeners:
             try:
                 listener(event)
@@ -143,6 +158,8 @@ class Scheduler:
         old = self._jobs.get(job.id)
         if old is not None:
             js.runs, js.generation = old.runs, old.generation + 1
+            js.last_record, js.last_outcome = old.last_record, old.last_outcome
+            js.last_ended_at, js.last_success_at = old.last_ended_at, old.last_success_at
         self._jobs[job.id] = js
         horizon = now - jitter_offset(job.id, job.jitter)
         if cursor < horizon:

@@ -34,7 +34,7 @@ def with_daemon(
     """Start a Daemon on a fake clock, run `body`, stop it as SIGTERM would."""
 
     async def main() -> None:
-        daemon = Daemon(jobs_dir, clock=clock, boot_id=boot_id)
+        daemon = Daemon(jobs_dir, clock=clock, boot_id=boot_id, control=False)
         events = Events()
         await daemon.start()
         assert daemon.scheduler is not None
@@ -203,11 +203,14 @@ def test_records_of_many_jobs_appending_at_once_are_whole_lines(jobs_dir: Path) 
 def _spawn_daemon(jobs_dir: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
     """A real `kron daemon` process; its log goes to `log` (default: beside the jobs dir)."""
     log = log or jobs_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+    runtime = jobs_dir.parent / "run"
+    runtime.mkdir(exist_ok=True)
     with open(log, "wb") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kron", "daemon", "--jobs-dir", str(jobs_dir)],
             stdout=subprocess.DEVNULL,
             stderr=handle,
+            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
         )
     proc.log = log  # type: ignore[attr-defined]
     return proc

@@ -30,7 +30,7 @@ def live(jobs_dir: Path, body: Callable[[Daemon, FakeClock, Events], Awaitable[N
 
     async def main() -> None:
         clock = FakeClock(T0)
-        daemon = Daemon(jobs_dir, clock=clock, boot_id="b")
+        daemon = Daemon(jobs_dir, clock=clock, boot_id="b", control=False)
         await daemon.start()
         assert daemon.scheduler is not None
         events = Events()
