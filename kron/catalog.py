@@ -26,6 +26,7 @@ class Entry:
     job_id: str
     job: spec.Job | None = None  # last good definition
     problems: list[Problem] = field(default_factory=list)
+    seen: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when last read
 
     @property
     def errors(self) -> list[Problem]:
@@ -62,6 +63,7 @@ class Catalog:
         self.jobs_dir = jobs_dir
         self.settings = spec.Settings()
         self.settings_problems: list[Problem] = []
+        self.settings_seen: tuple[int, int, int] | None = None
         self.folder_problems: list[Problem] = []
         self.graph_problems: list[Problem] = []
         self.entries: dict[Path, Entry] = {}
@@ -79,6 +81,7 @@ class Catalog:
             changes.settings_changed = settings != self.settings
             self.settings = settings if not settings_errors else spec.Settings(path=settings.path)
         self.settings_problems = problems
+        self.settings_seen = _identity(settings.path) if settings.path else None
         files, self.folder_problems = discover(self.jobs_dir)
         gone = set(self.entries) - set(files)
         self._reload(files, gone, changes)
@@ -110,6 +113,19 @@ class Catalog:
         self._reload(sorted(files), gone, changes)
         return changes
 
+    def refresh(self) -> Changes:
+        """Re-read what changed on disk since it was read (by mtime, size and inode)."""
+        files, self.folder_problems = discover(self.jobs_dir)
+        changed = [
+            p for p in files if p not in self.entries or self.entries[p].seen != _identity(p)
+        ]
+        gone = set(self.entries) - set(files)
+        changes = Changes()
+        if self.settings.path is not None and self.settings_seen != _identity(self.settings.path):
+            return self.scan()
+        self._reload(changed, gone, changes)
+        return changes
+
     def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:
         touched: set[str] = set()
         for path in gone:
@@ -119,6 +135,7 @@ class Catalog:
         for path in files:
             job_id = job_id_for(path, self.jobs_dir)
             entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
+            entry.seen = _identity(path)
             was_invalid = bool(entry.errors)
             try:
                 job, warnings = load_job(path, jobs_dir=self.jobs_dir, settings=self.settings)
@@ -195,6 +212,14 @@ class Catalog:
             if problem.severity == "error":
                 bad.setdefault(problem.path, []).append(problem)
         return bad
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _is_under(path: Path, folder: Path) -> bool:

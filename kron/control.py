@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -206,6 +207,7 @@ class ControlClient:
     ) -> tuple[int, Any]:
         import httpx
 
+        self._probe()
         transport = httpx.HTTPTransport(uds=str(self.socket_path))
         try:
             with httpx.Client(
@@ -220,6 +222,16 @@ class ControlClient:
                 f"the kron daemon on {self.socket_path} did not answer in time"
             ) from None
         return response.status_code, response.json()
+
+    def _probe(self) -> None:
+        """Connect once by hand: httpx leaks its socket when a unix connect fails."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2.0)
+            try:
+                probe.connect(str(self.socket_path))
+            except OSError as exc:
+                why = f"no kron daemon answers on {self.socket_path} ({exc.strerror or exc})"
+                raise DaemonUnreachable(f"{why}; start one with `kron daemon`") from None
 
     def get(self, path: str, **params: Any) -> Any:
         status, body = self.request("GET", path, params=params or None)

@@ -182,6 +182,10 @@ class Daemon:
 
     async def start(self) -> None:
         """Lock, load, recover from the last stop, and arm every job."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # From the very start: a stop requested while loading is honoured once serving.
+            loop.add_signal_handler(signum, self.request_stop)
         self._lock_fd = lock_jobs_dir(self.jobs_dir)
         try:
             self.load()
@@ -340,6 +344,14 @@ class Daemon:
         changes = self.catalog.scan() if paths is None else self.catalog.apply(paths)
         self.reloads += 1
         self.last_reload = paths
+        self._apply(changes, started)
+        return changes
+
+    def _apply(self, changes: Changes, started: float | None = None) -> None:
+        """Bring the scheduler, the audit log and the state in line with a catalog change."""
+        assert self.scheduler is not None
+        assert self.state is not None
+        started = started or time.perf_counter()
         now = self.clock.now()
         if changes.settings_changed:
             self.scheduler.policy = self.settings.policy
@@ -384,7 +396,6 @@ class Daemon:
                 len(changes.removed),
                 len(changes.invalid),
             )
-        return changes
 
     def sink_retention(self, job: spec.Job) -> None:
         assert self.sink is not None
@@ -394,9 +405,16 @@ class Daemon:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""
         from kron.watch import watch
 
+        def ready() -> None:
+            # Files changed between the first load and now were not seen by the watcher.
+            try:
+                self._apply(self.catalog.refresh())
+            except Exception:
+                log.exception("re-checking %s failed", self.jobs_dir)
+
         while not self._stop.is_set():
             try:
-                async for paths in watch(self.jobs_dir, self._stop):
+                async for paths in watch(self.jobs_dir, self._stop, on_ready=ready):
                     try:
                         self.reload(paths)
                     except Exception:
@@ -419,8 +437,6 @@ class Daemon:
         """Run until SIGTERM/SIGINT, then shut down within shutdown_grace."""
         assert self.scheduler is not None
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         runner = asyncio.ensure_future(self.scheduler.run_forever())
         follower = asyncio.ensure_future(self._follow()) if watch else None
@@ -437,13 +453,15 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
         self._save_state()
         self.close()
         log.info("kron daemon stopped")
 
     def close(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
         if self._control is not None:
             self._control.close()
             with contextlib.suppress(OSError):

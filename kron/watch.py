@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import watchfiles
+from watchfiles._rust_notify import RustNotify
 
 from kron.documents import is_job_file
 from kron.loader import SETTINGS_NAMES
@@ -19,6 +20,7 @@ log = logging.getLogger("kron.watch")
 # watchfiles' defaults (1600 ms) would make every edit wait over a second and a half.
 STEP_MS = 30
 DEBOUNCE_MS = 400
+RUST_TIMEOUT_MS = 5000  # the watching thread checks for a stop at least this often
 
 
 class JobFilesFilter:
@@ -41,17 +43,26 @@ class JobFilesFilter:
         return "." not in name and not name.endswith(("~", "#"))
 
 
-async def watch(jobs_dir: Path, stop: asyncio.Event) -> AsyncIterator[set[Path]]:
-    """Yield the set of changed paths, batch by batch, until `stop` is set."""
-    async for changes in watchfiles.awatch(
-        jobs_dir,
-        watch_filter=JobFilesFilter(jobs_dir),
-        debounce=DEBOUNCE_MS,
-        step=STEP_MS,
-        stop_event=stop,
-        recursive=True,
-        ignore_permission_denied=True,
-    ):
-        paths = {Path(path) for _, path in changes}
-        log.debug("changes: %s", sorted(map(str, paths)))
-        yield paths
+async def watch(
+    jobs_dir: Path, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
+) -> AsyncIterator[set[Path]]:
+    """Yield the set of changed paths, batch by batch, until `stop` is set.
+
+    `on_ready` is called once the directory is being watched: a change made before that moment
+    is not seen here, so the caller re-checks the directory then (watchfiles' own `awatch` does
+    not say when it starts watching).
+    """
+    keep = JobFilesFilter(jobs_dir)
+    with RustNotify([str(jobs_dir)], False, False, 300, True, True) as notify:
+        if on_ready is not None:
+            on_ready()
+        while not stop.is_set():
+            raw = await asyncio.to_thread(notify.watch, DEBOUNCE_MS, STEP_MS, RUST_TIMEOUT_MS, stop)
+            if raw == "stop":
+                return
+            if isinstance(raw, str):  # "timeout" or "signal"
+                continue
+            paths = {Path(path) for change, path in raw if keep(watchfiles.Change(change), path)}
+            if paths:
+                log.debug("changes: %s", sorted(map(str, paths)))
+                yield paths
