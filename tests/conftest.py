@@ -54,3 +54,11 @@ def write(jobs_dir: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+@pytest.fixture(autouse=True)
+def _no_real_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never let a test talk to a kron daemon running on this machine."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))

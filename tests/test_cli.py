@@ -1,0 +1,193 @@
+"""The command line: validate, next, schema, fmt, convert, history and show, called as a user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import run_cli
+
+GOOD = 'schedule = "0 3 * * *"\ntimezone = "Europe/Berlin"\ncommand = ["true"]\n'
+
+
+def test_validate_lists_each_job_with_its_zone_and_next_fire(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD)
+    result = run_cli("validate", "--jobs-dir", jobs_dir)
+    assert result.code == 0
+    assert result.lines[0].startswith("ok a: '0 3 * * *' in Europe/Berlin, next ")
+    assert result.lines[-1] == "1 files: 1 valid, 0 with errors, 0 warnings"
+
+
+def test_validate_exit_codes_follow_the_spec(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD)
+    assert run_cli("validate", "--jobs-dir", jobs_dir).code == 0
+    write("warn.toml", 'schedule = "@daily"\ncommand = ["true"]\n')
+    assert run_cli("validate", "--jobs-dir", jobs_dir).code == 0
+    assert run_cli("validate", "--strict", "--jobs-dir", jobs_dir).code == 1
+    write("bad.toml", 'schedule = "@daily"\n')
+    assert run_cli("validate", "--jobs-dir", jobs_dir).code == 1
+    assert run_cli("validate", "--format", "yaml", "--jobs-dir", jobs_dir).code == 2
+    missing = run_cli("validate", jobs_dir / "nope.toml")
+    assert (missing.code, missing.err) == (
+        2,
+        f"kron validate: no such file or folder: {jobs_dir / 'nope.toml'}\n",
+    )
+
+
+def test_validate_reports_every_error_of_every_file_without_a_traceback(
+    jobs_dir: Path, write
+) -> None:  # type: ignore[no-untyped-def]
+    write(
+        "one.toml",
+        'schedule = "0 3 * * *"\ntimezone = "Mars/Base"\nshell = "true"\ntimeout = "soon"\n',
+    )
+    write("two.yaml", "schedule: '* * *'\ncommand: [true]\n")
+    result = run_cli("validate", "-q", "--jobs-dir", jobs_dir)
+    assert result.code == 1
+    assert "Traceback" not in result.out + result.err
+    lines = [line.replace(str(jobs_dir) + "/", "") for line in result.lines]
+    assert lines == [
+        "one.toml:4:1: timeout: 'soon' is not a duration; write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
+        "two.yaml:2:11: command.0: expected a string, got true",
+        "2 files: 0 valid, 2 with errors, 0 warnings",
+    ]
+
+
+def test_validate_json_is_machine_readable(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD)
+    write("b.toml", 'schedule = "61 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    body = json.loads(run_cli("validate", "--format", "json", "--jobs-dir", jobs_dir).out)
+    assert (body["files"], body["valid"]) == (2, 1)
+    [error] = body["errors"]
+    assert (error["path"], error["line"], error["column"], error["field"]) == (
+        str(jobs_dir / "b.toml"),
+        1,
+        1,
+        "schedule",
+    )
+    assert body["jobs"][0]["timezone"] == "Europe/Berlin"
+
+
+def test_validate_github_format_prints_workflow_annotations(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("b.toml", 'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\ntimeout = "x"\n')
+    result = run_cli("validate", "--format", "github", "--jobs-dir", jobs_dir)
+    assert result.lines[0] == (
+        f"::error file={jobs_dir / 'b.toml'},line=4,col=1,title=kron validate::"
+        "timeout: 'x' is not a duration; write e.g. '30s', '5m', '1h30m', '500ms', '7d'"
+    )
+
+
+def test_validate_a_single_file_checks_it_in_its_jobs_directory(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD + 'triggers = ["b"]\n')
+    write("b.toml", GOOD)
+    write("broken.toml", "x = [")
+    result = run_cli("validate", jobs_dir / "a.toml", "--jobs-dir", jobs_dir)
+    assert result.code == 0, result.out
+    assert result.lines[-1] == "1 files: 1 valid, 0 with errors, 0 warnings"
+
+
+def test_next_prints_upcoming_times_across_a_dst_change() -> None:
+    # Europe/Berlin: 2026-03-29 02:00 CET -> 03:00 CEST.
+    result = run_cli(
+        "next",
+        "--expr",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--from",
+        "2026-03-27T12:00",
+        "-n",
+        "3",
+        "--json",
+    )
+    assert json.loads(result.out) == [
+        "2026-03-28T02:30:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
+
+
+def test_next_for_a_job_uses_its_zone(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD)
+    result = run_cli(
+        "next", "a", "--from", "2026-01-01T00:00:00Z", "-n", "1", "--jobs-dir", jobs_dir
+    )
+    assert result.out == "2026-01-01T03:00:00+01:00  CET  (2026-01-01T02:00:00+00:00)\n"
+
+
+def test_next_with_a_bad_expression_is_a_usage_error() -> None:
+    result = run_cli("next", "--expr", "61 * * * *")
+    assert result.code == 2
+    assert result.err.startswith("kron next: minute field '61' is not valid")
+
+
+def test_schema_prints_the_json_schema() -> None:
+    schema = json.loads(run_cli("schema").out)
+    assert schema["title"] == "kron job"
+    assert "schedule" in schema["properties"]
+    assert json.loads(run_cli("schema", "--settings").out)["title"] == "kron runner settings"
+
+
+def test_fmt_rewrites_in_schema_order_and_check_reports(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path = write(
+        "a.toml", '# header comment\n\ncommand = ["true"]\ntimezone = "UTC"\nschedule = "@daily"\n'
+    )
+    check = run_cli("fmt", "--check", "--jobs-dir", jobs_dir)
+    assert (check.code, check.out) == (1, f"{path}: not in canonical form\n")
+    assert run_cli("fmt", "--jobs-dir", jobs_dir).code == 0
+    assert (
+        path.read_text()
+        == '# header comment\n\nschedule = "@daily"\ntimezone = "UTC"\ncommand = [\n    "true",\n]\n'
+    )
+    assert run_cli("fmt", "--check", "--jobs-dir", jobs_dir).code == 0
+
+
+def test_fmt_leaves_a_file_with_inner_comments_alone_unless_forced(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    text = 'command = ["true"]  # keep me\nschedule = "@daily"\n'
+    path = write("a.toml", text)
+    result = run_cli("fmt", "--jobs-dir", jobs_dir)
+    assert result.code == 0
+    assert "left alone: comments on lines 1 would be lost" in result.err
+    assert path.read_text() == text
+
+
+def test_convert_turns_toml_into_yaml_and_keeps_the_job_id(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path = write(
+        "a.toml",
+        GOOD
+        + '[retry]\nattempts = 2\n[[notify]]\non = ["failure"]\nslack = "https://hooks.invalid/x"\n',
+    )
+    result = run_cli("convert", path, "--to", "yaml")
+    assert result.code == 0
+    assert not path.exists()
+    converted = jobs_dir / "a.yaml"
+    assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).code == 0
+    assert "on:" in converted.read_text() or "'on':" in converted.read_text()
+    back = run_cli("convert", converted, "--to", "toml")
+    assert back.code == 0
+    assert (jobs_dir / "a.toml").read_text().startswith('schedule = "0 3 * * *"\n')
+
+
+def test_history_and_show_read_the_records(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", 'schedule = "@manual"\nshell = "echo out; echo err >&2; exit 3"\n')
+    ran = run_cli("run", "a", "--jobs-dir", jobs_dir, "--json")
+    assert ran.code == 1
+    run_id = json.loads(ran.out)["run_id"]
+    history = run_cli("history", "--jobs-dir", jobs_dir, "--json")
+    assert [(r["run_id"], r["outcome"], r["exit_code"]) for r in json.loads(history.out)] == [
+        (run_id, "failed", 3)
+    ]
+    shown = run_cli("show", run_id[:14], "--jobs-dir", jobs_dir)
+    assert shown.code == 0
+    assert "outcome:     failed" in shown.out
+    assert shown.out.endswith("--- stdout ---\nout\n--- stderr ---\nerr\n")
+    assert (
+        run_cli("history", "--outcome", "succeeded", "--jobs-dir", jobs_dir, "--json").out == "[]\n"
+    )
+    assert run_cli("show", "ffff", "--jobs-dir", jobs_dir).code == 1
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    result = run_cli()
+    assert result.code == 2
+    assert "validate" in result.out
