@@ -581,10 +581,9 @@ def _print_table(rows: Sequence[Sequence[str]], out: TextIO, *, indent: str = ""
 
 def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
     if as_json:
-        json.dump(record, out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        _dump(record, out)
         return
-    for key in (
+    keys = (
         "run_id",
         "job",
         "slot",
@@ -598,12 +597,17 @@ def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None
         "signal",
         "error",
         "truncated",
+        "upstream",
         "config_sha",
         "host",
         "pid",
-    ):
+    )
+    for key in keys:
         if record.get(key) not in (None, "", False):
             print(f"{key + ':':12} {record[key]}", file=out)
+    for delivery in record.get("deliveries", []):
+        state = "ok" if delivery.get("ok") else f"failed: {delivery.get('error')}"
+        print(f"{'delivery:':12} {delivery.get('target')} {state}", file=out)
     for stream in ("stdout", "stderr"):
         text = record.get(stream)
         if text:
@@ -622,7 +626,11 @@ def _cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if len(ids) > 1:
         print(f"kron show: {args.run_id!r} matches {len(ids)} runs; give more of the id", file=err)
         return EXIT_USAGE
-    record = lines[-1]
+    runs = [r for r in lines if isinstance(r.get("outcome"), str)]
+    record = dict(runs[-1] if runs else lines[-1])
+    deliveries = [r["delivery"] for r in lines if isinstance(r.get("delivery"), dict)]
+    if deliveries:
+        record["deliveries"] = deliveries
     _print_record(record, out, as_json=args.json)
     return EXIT_OK
 

@@ -37,9 +37,10 @@ def runs(
     for path in paths:
         for record in records.read(path):
             run_id = record.get("run_id")
-            if not isinstance(run_id, str):
-                continue
-            if record.get("outcome") == records.STARTED_OUTCOME:
+            line_outcome = record.get("outcome")
+            if not isinstance(run_id, str) or not isinstance(line_outcome, str):
+                continue  # not a run line (a delivery note, say)
+            if line_outcome == records.STARTED_OUTCOME:
                 found.setdefault(run_id, record)
             else:
                 found[run_id] = record
@@ -80,7 +81,8 @@ def _when(record: dict[str, Any]) -> datetime | None:
 
 
 def find_run(root: Path, run_id: str) -> list[dict[str, Any]]:
-    """Every record line of runs whose id starts with `run_id` (a unique prefix is enough)."""
+    """Every line of the runs whose id starts with `run_id` (a unique prefix is enough): its
+    started and terminal lines and notes such as deliveries, in file order."""
     matches: dict[str, list[dict[str, Any]]] = {}
     for path in record_files(root):
         for record in records.read(path):
