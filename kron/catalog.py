@@ -6,6 +6,9 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,23 +135,40 @@ class Catalog:
             entry = self.entries.pop(path, None)
             if entry is not None:
                 touched.add(entry.job_id)
-        for path in files:
+        for path, seen, job, problems in self._load_all(list(files)):
             job_id = job_id_for(path, self.jobs_dir)
             entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
-            entry.seen = _identity(path)
+            entry.seen = seen
             was_invalid = bool(entry.errors)
-            try:
-                job, warnings = load_job(path, jobs_dir=self.jobs_dir, settings=self.settings)
-            except SpecError as exc:
-                entry.problems = exc.problems
+            if job is None:
+                entry.problems = problems
                 changes.invalid.append(entry)
             else:
-                entry.job, entry.problems = job, warnings
+                entry.job, entry.problems = job, problems
                 if was_invalid:
                     changes.fixed.append(entry)
             self.entries[path] = entry
             touched.add(job_id)
         self._settle(touched, changes)
+
+    def _load_all(self, files: list[Path]) -> list[_Loaded]:
+        """Load files, on every core when there are many (a first load, a large checkout)."""
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        # Forking is safe only while this process has no other thread (the daemon's first load,
+        # `kron validate`); later reloads are small or run in the one thread.
+        if len(files) < PARALLEL_MIN or workers < 2 or threading.active_count() > 1:
+            return [_load_one(path, self.jobs_dir, self.settings) for path in files]
+        chunks = [files[i::workers] for i in range(workers)]
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers - 1) as pool:
+            pending = [
+                pool.apply_async(_load_chunk, (chunk, self.jobs_dir, self.settings))
+                for chunk in chunks[1:]
+            ]
+            loaded = [_load_one(path, self.jobs_dir, self.settings) for path in chunks[0]]
+            for result in pending:
+                loaded.extend(result.get())
+        return loaded
 
     def _settle(self, touched: set[str], changes: Changes) -> None:
         """Decide, for each touched id, which file's job is active; record the difference."""
@@ -212,6 +232,24 @@ class Catalog:
             if problem.severity == "error":
                 bad.setdefault(problem.path, []).append(problem)
         return bad
+
+
+_Loaded = tuple[Path, "tuple[int, int, int] | None", "spec.Job | None", list[Problem]]
+PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
+MAX_WORKERS = 4
+
+
+def _load_one(path: Path, jobs_dir: Path, settings: spec.Settings) -> _Loaded:
+    seen = _identity(path)
+    try:
+        job, warnings = load_job(path, jobs_dir=jobs_dir, settings=settings)
+    except SpecError as exc:
+        return path, seen, None, exc.problems
+    return path, seen, job, warnings
+
+
+def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:
+    return [_load_one(path, jobs_dir, settings) for path in paths]
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
+import stat
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+
+try:  # the compiled parser of the same project as tomllib, same errors, ~3x faster
+    import tomli as tomllib
+except ImportError:  # pragma: no cover
+    import tomllib  # type: ignore[no-redef]
 
 from kron.errors import Problem, SpecError
 
@@ -76,10 +81,13 @@ def read_document(path: Path, *, max_size: int) -> Document:
     """Read and parse one file; raise SpecError naming the file, line and column."""
     shown = str(path)
     try:
-        st = os.stat(path)
-        if st.st_size > max_size:
-            raise _fail(shown, f"file is {st.st_size} bytes, over the {max_size}-byte limit")
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: a FIFO named like a job file must not hang the loader until a writer comes.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _fail(shown, "not a regular file; a job file is a plain text file")
+            if st.st_size > max_size:
+                raise _fail(shown, f"file is {st.st_size} bytes, over the {max_size}-byte limit")
             raw = handle.read(max_size + 1)
     except OSError as exc:
         raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
@@ -95,13 +103,13 @@ def read_document(path: Path, *, max_size: int) -> Document:
         raise _fail(shown, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line=line) from None
     if not text.strip():
         raise _fail(shown, "empty file; a job file holds one table of fields")
-    data = (
-        _parse_yaml(shown, text) if path.suffix in (".yaml", ".yml") else _parse_toml(shown, text)
-    )
+    is_yaml = path.suffix in (".yaml", ".yml")
+    data = _parse_yaml(shown, text) if is_yaml else _parse_toml(shown, text)
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise _fail(shown, f"the file holds {kind}; a job file holds one table of fields", line=1)
-    _check_shape(shown, data)
+    if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
+        _check_shape(shown, data)
     return Document(path, data, text)
 
 

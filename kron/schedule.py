@@ -95,6 +95,11 @@ class Schedule:
     zone: ZoneInfo
     kind: ScheduleKind
 
+    def __reduce__(self) -> tuple[Any, tuple[str, ZoneInfo]]:
+        # Rebuilt through the parse cache: jobs loaded in worker processes share one object
+        # per expression again, and unpickling costs a dictionary lookup.
+        return (parse_schedule, (self.expr, self.zone))
+
     def next_fire(self, after: datetime) -> datetime | None:
         """Return the first slot strictly after `after`, in UTC, or None when there is none.
 

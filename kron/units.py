@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"
 SIZE_PATTERN = r"^\d+\s*(B|KB|KiB|MB|MiB|GB|GiB)?$"
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_duration(text: str) -> timedelta:
     """Turn `1h30m` into a timedelta; units ms, s, m, h, d, w may be combined, largest first."""
     text = text.strip()
@@ -42,6 +44,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=total_s)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_size(text: str | int) -> int:
     """Turn `64KiB` into bytes; a bare integer is bytes."""
     if isinstance(text, int):
