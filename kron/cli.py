@@ -337,11 +337,12 @@ def _records_root(jobs_dir: Path) -> Path:
 
 def _client(jobs_dir: Path) -> Any:
     """The control client for the daemon serving jobs_dir (DaemonUnreachable: exit 3)."""
+    from kron import spec
     from kron.control import reach
     from kron.loader import load_settings
 
-    socket = load_settings(jobs_dir)[0].control_socket if jobs_dir.is_dir() else None
-    return reach(jobs_dir, socket)
+    settings = load_settings(jobs_dir)[0] if jobs_dir.is_dir() else spec.Settings()
+    return reach(jobs_dir, settings)
 
 
 def _job_id(job: str, jobs_dir: Path) -> str:

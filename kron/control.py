@@ -31,12 +31,15 @@ if TYPE_CHECKING:
     from kron.runner import JobState, Run
 
 
-def default_socket_path() -> Path:
-    """`$XDG_RUNTIME_DIR/kron.sock`, else `/run/kron/kron.sock` (systemd's RuntimeDirectory)."""
+def default_socket_path(records_root: Path) -> Path:
+    """`$XDG_RUNTIME_DIR/kron.sock`; else, for root, `/run/kron/kron.sock` (the unit's
+    RuntimeDirectory); else `<records location>/.kron/kron.sock`, where kron can always write."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / "kron.sock"
-    return Path("/run/kron/kron.sock")
+    if os.geteuid() == 0:
+        return Path("/run/kron/kron.sock")
+    return records_root / ".kron" / "kron.sock"
 
 
 def parse_tags(values: Iterable[str]) -> dict[str, str]:
@@ -248,9 +251,10 @@ def _raise_for(status: int, body: Any) -> None:
         raise KronError(message or f"the daemon answered {status}")
 
 
-def reach(jobs_dir: Path, socket_from_settings: Path | None) -> ControlClient:
+def reach(jobs_dir: Path, settings: spec.Settings) -> ControlClient:
     """A client for the daemon serving jobs_dir; DaemonUnreachable if none does."""
-    client = ControlClient(socket_from_settings or default_socket_path())
+    records_root = settings.records_dir or jobs_dir
+    client = ControlClient(settings.control_socket or default_socket_path(records_root))
     status = client.get("/v1/status")
     if jobs_dir.is_dir() and Path(status["jobs_dir"]) != jobs_dir.resolve():
         serves, wanted = status["jobs_dir"], jobs_dir.resolve()

@@ -317,7 +317,7 @@ class Daemon:
     def control_socket(self) -> Path:
         from kron.control import default_socket_path
 
-        return self.settings.control_socket or default_socket_path()
+        return self.settings.control_socket or default_socket_path(self.records_root)
 
     async def _start_control(self) -> None:
         from kron.control import ControlAPI
