@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,12 +50,23 @@ def connect(timeout_s: float = _API_TIMEOUT_S) -> Any:
     import docker
     from docker.errors import DockerException
 
+    address = engine_address()
+    if address.startswith("unix://"):
+        # Checked first, and closed: the SDK leaves the socket of a failed unix connect open.
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(timeout_s)
+            try:
+                probe.connect(address.removeprefix("unix://"))
+            except OSError as exc:
+                raise EngineUnreachable(
+                    f"docker engine not reachable at {address}: {connection_reason(exc)}"
+                ) from None
     try:
-        # version negotiation asks the engine, so an unreachable engine shows up here
+        # version negotiation asks the engine, so an engine that does not answer shows up here
         return docker.from_env(timeout=timeout_s)
     except DockerException as exc:
         raise EngineUnreachable(
-            f"docker engine not reachable at {engine_address()}: {connection_reason(exc)}"
+            f"docker engine not reachable at {address}: {connection_reason(exc)}"
         ) from None
 
 

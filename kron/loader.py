@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kron import spec
+from kron.conditions import check_condition, check_http_url
 from kron.documents import Document, is_job_file, read_document
 from kron.errors import Problem, SpecError, ValueProblem
 from kron.schedule import ScheduleKind, parse_schedule
 from kron.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
-from kron.wait import check_condition, check_http_url
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SETTINGS_NAMES = ("kron.toml", "kron.yaml", "kron.yml")

@@ -12,4 +12,11 @@ python -m pip install --quiet -e '.[dev]'
 ruff check .
 ruff format --check .
 mypy
+
+# A private Docker engine for the docker tests (docker.io and busybox-static are installed when
+# missing); with KRON_REQUIRE_DOCKER=1 a missing engine fails those tests instead of skipping them.
+# shellcheck disable=SC1091
+. scripts/docker-up.sh
+export KRON_REQUIRE_DOCKER=1
+trap 'kill "$(cat "$DOCKER_TEST_DIR/dockerd.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 python -m pytest "$@"
