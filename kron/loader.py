@@ -21,6 +21,7 @@ from kron.conditions import check_condition, check_http_url
 from kron.documents import Document, is_job_file, read_document
 from kron.errors import Problem, SpecError, ValueProblem
 from kron.schedule import ScheduleKind, parse_schedule
+from kron.trust import refusals
 from kron.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -441,6 +442,8 @@ def build_job(
         env_file = base / data["env_file"]
         if not env_file.is_file():
             b.problem(["env_file"], f"env_file {str(env_file)!r} does not exist")
+        for refusal in refusals(env_file):  # its values reach the job's environment
+            b.problem(["env_file"], refusal)
     records = data.get("records", {})
     max_output = data.get("max_output", "64KiB")
     job_kwargs: dict[str, Any] = {
@@ -564,6 +567,9 @@ def load_settings(jobs_dir: Path) -> tuple[spec.Settings, list[Problem]]:
             break
     else:
         return spec.Settings(), []
+    refused = refusals(path, root=jobs_dir)
+    if refused:
+        return spec.Settings(path=path), [Problem(path=str(path), message=m) for m in refused]
     try:
         doc = read_document(path, max_size=DEFAULT_MAX_FILE_SIZE)
     except SpecError as exc:
@@ -622,7 +628,8 @@ def load_settings(jobs_dir: Path) -> tuple[spec.Settings, list[Problem]]:
             allow=tuple(policy["allow"]) if "allow" in policy else None,
         ),
     )
-    return settings, problems + b.problems
+    secrets = _secrets_in(defaults)
+    return settings, [_mask(p, secrets) for p in problems + b.problems]
 
 
 def load_job(
@@ -630,17 +637,41 @@ def load_job(
 ) -> tuple[spec.Job, list[Problem]]:
     """Load one job file; return the Job and its warnings, or raise SpecError with every error."""
     display = str(path)
+    refused = refusals(path, root=jobs_dir)
+    if refused:
+        raise SpecError([Problem(path=display, message=m) for m in refused])
     doc = read_document(path, max_size=settings.max_file_size)
+    # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
+    secrets = _secrets_in(doc.data, settings.defaults)
     problems = _problems_from_schema(doc, display, "job", doc.data)
     if problems:
-        raise SpecError(problems)
+        raise SpecError([_mask(p, secrets) for p in problems])
     data = _merge(settings.defaults, doc.data) if settings.defaults else doc.data
     job, found = build_job(
         doc, data, job_id=job_id_for(path, jobs_dir), settings=settings, display=display
     )
+    found = [_mask(p, secrets) for p in found]
     if job is None:
         raise SpecError([p for p in found if p.severity == "error"] or found)
     return job, found
+
+
+def _secrets_in(*tables: Mapping[str, Any]) -> list[str]:
+    """The values of `env` entries marked secret, as messages quote them; longest first."""
+    found = []
+    for table in tables:
+        env = table.get("env")
+        for entry in env.values() if isinstance(env, dict) else ():
+            if not isinstance(entry, dict) or not entry.get("secret"):
+                continue
+            value = entry.get("value")
+            if value is not None and value != "":
+                found.append(
+                    value
+                    if isinstance(value, str)
+                    else json.dumps(value, ensure_ascii=False, default=str)
+                )
+    return sorted(set(found), key=len, reverse=True)
 
 
 def check_graph(jobs: Mapping[str, spec.Job], *, files_by_id: Mapping[str, Path]) -> list[Problem]:

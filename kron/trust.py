@@ -1,0 +1,152 @@
+"""File trust, as cron's: kron reads only files that nobody but a trusted owner can change.
+
+Whoever can write a job file can run code as the daemon's user, so a job file, `kron.toml` or an
+env_file that is writable by group or others, or owned by an untrusted user, is refused (cron
+logs "WRONG FILE OWNER" / "BAD FILE MODE" and skips such crontabs). Trusted owners are the
+daemon's own user and root: root can change any file anyway, and root-owned files under /etc
+are how packages and configuration management install configuration for a `User=kron` daemon.
+A daemon running as root trusts root's files only.
+
+Folders count too (as OpenSSH's StrictModes checks the path to authorized_keys): a folder
+between the jobs directory and a file, the jobs directory included, that someone else can write
+lets them replace the file, so it is refused the same way.
+
+`KRON_TRUST=off` turns the checks off for development, with a warning; it is read from the
+environment, which only the user starting kron controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ENV_VAR", "Trust", "refusals"]
+
+log = logging.getLogger("kron.trust")
+
+ENV_VAR = "KRON_TRUST"
+_OFF = ("off", "0", "no", "false")
+_warned_off = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Trust:
+    """Whose files kron reads: those of `uid` and of root; nothing is checked when disabled."""
+
+    uid: int
+    enabled: bool = True
+
+    @classmethod
+    def current(cls) -> Trust:
+        """The running process's effective user, and `$KRON_TRUST`."""
+        global _warned_off  # noqa: PLW0603 - one warning per process, not one per file
+        enabled = os.environ.get(ENV_VAR, "on").strip().lower() not in _OFF
+        if not enabled and not _warned_off:
+            log.warning(
+                "%s=off: file owner and mode checks are disabled; "
+                "anyone who can write a job file can run commands as this user",
+                ENV_VAR,
+            )
+            _warned_off = True
+        return cls(uid=os.geteuid(), enabled=enabled)
+
+    def owner_trusted(self, uid: int) -> bool:
+        return uid in (0, self.uid)
+
+
+def refusals(
+    path: Path, *, root: Path | None = None, label: str | None = None, trust: Trust | None = None
+) -> list[str]:
+    """Why kron must not read `path`, one message per reason with its fix; [] when it may.
+
+    Args:
+        path: the file (a symlink is judged by its target).
+        root: the jobs directory; the folders from the file's up to it are checked too.
+        label: how to name the file in the message (`env_file x.env`); None for the file the
+            message is reported against.
+        trust: whose files to accept (default: this process's user, and `$KRON_TRUST`).
+
+    Returns:
+        Messages like "refused: writable by group (mode 0664); run chmod g-w jobs.d/x.toml".
+        A file that cannot be read at all is not refused here; the reader reports it.
+    """
+    trust = trust or Trust.current()
+    if not trust.enabled:
+        return []
+    found = _check(path, label, trust)
+    for folder in _folders(path, root):
+        found.extend(_check(folder, f"folder {folder}", trust))
+    return found
+
+
+def _folders(path: Path, root: Path | None) -> list[Path]:
+    """The folders from the file's up to `root`, both included; none when outside `root`."""
+    if root is None:
+        return []
+    try:
+        depth = len(path.parent.relative_to(root).parts)
+    except ValueError:
+        return []
+    folders = [path.parent]
+    for _ in range(depth):
+        folders.append(folders[-1].parent)
+    return folders
+
+
+def _check(path: Path, label: str | None, trust: Trust) -> list[str]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    found = []
+    if not trust.owner_trusted(st.st_uid):
+        found.append(
+            _refuse(label, _owner_reason(st.st_uid, trust), f"chown {_user(trust.uid)}", path)
+        )
+    writers = [
+        who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if st.st_mode & bit
+    ]
+    if writers:
+        mode = f"{stat.S_IMODE(st.st_mode):04o}"
+        flags = "".join(who[0] for who in writers)
+        found.append(
+            _refuse(
+                label,
+                f"writable by {' and '.join(writers)} (mode {mode})",
+                f"chmod {flags}-w",
+                path,
+            )
+        )
+    return found
+
+
+def _refuse(label: str | None, reason: str, command: str, path: Path) -> str:
+    subject = f"{label} is " if label else ""
+    return f"refused: {subject}{reason}; run {command} {path}"
+
+
+def _owner_reason(uid: int, trust: Trust) -> str:
+    owner = f"owned by {_name(uid)}"
+    if trust.uid == 0:
+        return f"{owner}; kron runs as root and reads only root's files"
+    return f"{owner}; kron runs as {_name(trust.uid)} and reads only its own files and root's"
+
+
+def _user(uid: int) -> str:
+    """A user name for a command line (`chown kron`), or the number."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _name(uid: int) -> str:
+    """A user for a message: `alice (uid 1000)`, or `uid 1000` when it has no name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
