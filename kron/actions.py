@@ -35,6 +35,7 @@ __all__ = [
     "read_env_file",
     "secret_values",
     "until_stopped",
+    "without_secrets",
     "working_dir",
 ]
 
@@ -200,8 +201,43 @@ async def execute(
             passes one); None keeps only per-job budgets, in a ledger per jobs directory.
 
     Returns:
-        What the wait and the action did; the runner decides the outcome from it.
+        What the wait and the action did, secrets masked; the runner decides the outcome.
     """
+    result = await _execute(job, run_env=run_env, stop=stop, on_spawn=on_spawn, budget=budget)
+    return without_secrets(result, secret_values(job))
+
+
+def without_secrets(result: ActionResult, secrets: list[str]) -> ActionResult:
+    """Mask secrets in all a result carries to a record: output, error, extra (a wait's probe)."""
+    if not secrets:
+        return result
+    return replace(
+        result,
+        stdout=mask(result.stdout, secrets),
+        stderr=mask(result.stderr, secrets),
+        error=mask(result.error, secrets) if result.error else result.error,
+        extra=_mask_deep(result.extra, secrets),
+    )
+
+
+def _mask_deep(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, Mapping):
+        return {key: _mask_deep(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_deep(item, secrets) for item in value]
+    return value
+
+
+async def _execute(
+    job: spec.Job,
+    *,
+    run_env: Mapping[str, str],
+    stop: asyncio.Event,
+    on_spawn: Callable[[int], None] | None,
+    budget: AgentBudget | None,
+) -> ActionResult:
     try:
         env = build_env(job, run_env)
     except (OSError, ValueError) as exc:
