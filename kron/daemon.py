@@ -159,6 +159,7 @@ class Daemon:
         self.state: State | None = None
         self.started_at: datetime | None = None
         self._control: asyncio.Server | None = None
+        self._metrics: asyncio.Server | None = None
         self.control = control
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
@@ -232,6 +233,11 @@ class Daemon:
             except BaseException:
                 self.close()
                 raise
+        try:
+            await self._start_metrics()
+        except BaseException:
+            self.close()
+            raise
         log.info(
             "kron daemon started: %d jobs loaded from %s, %d invalid files",
             len(jobs),
@@ -332,6 +338,26 @@ class Daemon:
                 "set control_socket in kron.toml (or XDG_RUNTIME_DIR)"
             ) from None
         log.info("control socket: %s", path)
+
+    async def _start_metrics(self) -> None:
+        """Serve /metrics and the read-only status page on `metrics` (HOST:PORT), if set."""
+        if not self.settings.metrics:
+            return
+        from kron.httpd import serve_tcp
+        from kron.metrics import Metrics
+        from kron.web import StatusSite, listen_address
+
+        assert self.scheduler is not None
+        host, port = listen_address(self.settings.metrics)
+        shown = f"[{host}]" if ":" in host else host
+        metrics = Metrics(self)
+        try:
+            self._metrics = await serve_tcp(host, port, StatusSite(self, metrics))
+        except OSError as exc:
+            raise KronError(f"cannot listen on metrics = {shown}:{port}: {exc}") from None
+        self.scheduler.subscribe(metrics)
+        bound_port = self._metrics.sockets[0].getsockname()[1]
+        log.info("metrics and status page: http://%s:%d/", shown, bound_port)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -467,6 +493,9 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self.control_socket.unlink()
             self._control = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

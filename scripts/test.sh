@@ -13,6 +13,13 @@ ruff check .
 ruff format --check .
 mypy
 
+# Debian's Chromium for the status page's browser test (driven over the DevTools protocol, no
+# WebDriver); under CI a missing browser fails that test instead of skipping it.
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # A private Docker engine for the docker tests (docker.io and busybox-static are installed when
 # missing); with KRON_REQUIRE_DOCKER=1 a missing engine fails those tests instead of skipping them.
 # shellcheck disable=SC1091
