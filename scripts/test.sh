@@ -13,6 +13,13 @@ ruff check .
 ruff format --check .
 mypy
 
+# systemd-analyze verify checks the unit files; it needs no running systemd.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+bash scripts/verify-systemd.sh
+
 # Debian's Chromium for the status page's browser test (driven over the DevTools protocol, no
 # WebDriver); under CI a missing browser fails that test instead of skipping it.
 if ! command -v chromium >/dev/null 2>&1; then

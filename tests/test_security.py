@@ -81,6 +81,30 @@ def test_patterns_match_the_whole_command_line_as_the_shell_would_quote_it(
     ]
 
 
+def test_denying_shell_metacharacters_stops_an_allowed_prefix_from_being_extended(
+    jobs_dir: Path,
+) -> None:
+    # The recipe of docs/security.md: an allow-list of programs, and no way to chain commands.
+    write_job(
+        jobs_dir,
+        "kron.toml",
+        '[policy]\nallow = ["/usr/local/bin/backup *"]\n'
+        'deny = ["*;*", "*|*", "*&*", "*`*", "*$(*", "*>*", "*<*", "*\\n*"]\n',
+    )
+    write_job(jobs_dir, "ok.toml", EVERY_MINUTE + 'command = ["/usr/local/bin/backup", "--all"]\n')
+    scripts = {
+        "semicolon": "/usr/local/bin/backup x; rm -rf /srv",
+        "and": "/usr/local/bin/backup x && rm -rf /srv",
+        "pipe": "/usr/local/bin/backup x | sh",
+        "subst": "/usr/local/bin/backup $(rm -rf /srv)",
+        "newline": "/usr/local/bin/backup x\nrm -rf /srv",
+    }
+    for name, script in scripts.items():
+        write_job(jobs_dir, f"{name}.toml", EVERY_MINUTE + f"shell = {json.dumps(script)}\n")
+    assert list(load_dir(jobs_dir).jobs) == ["ok"]
+    assert len(errors_of(jobs_dir)) == len(scripts)
+
+
 def test_docker_jobs_match_as_docker_image_and_command(jobs_dir: Path) -> None:
     write_job(jobs_dir, "kron.toml", '[policy]\nallow = ["docker:alpine:3.20 *"]\n')
     write_job(
