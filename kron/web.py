@@ -95,18 +95,14 @@ HTML_HEADERS = {
     "cache-control": "no-store",
 }
 _OUTCOME_CLASS = {
-    "succeeded": "ok",
-    "failed": "bad",
-    "timeout": "bad",
-    "abandoned": "bad",
-    "dependency_failed": "bad",
-    "wait_timeout": "bad",
-    "skipped": "warn",
-    "missed": "warn",
-    "replaced": "warn",
-    "cancelled": "warn",
-    "running": "run",
-    "started": "run",
+    outcome: css
+    for css, outcomes in [
+        ("ok", "succeeded"),
+        ("bad", "failed timeout abandoned dependency_failed wait_timeout"),
+        ("warn", "skipped missed replaced cancelled"),
+        ("run", "running started"),
+    ]
+    for outcome in outcomes.split()
 }
 # Shown first on a run's page, in this order; any other field of the record follows.
 _RUN_FIELDS = (
