@@ -146,6 +146,7 @@ class Daemon:
         clock: Clock | None = None,
         boot_id: str | None = None,
         control: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.jobs_dir = jobs_dir
         self._records_dir_override = records_dir
@@ -367,11 +368,23 @@ class Daemon:
         assert self.scheduler is not None
         assert self.state is not None
         started = time.perf_counter()
-        changes = self.catalog.scan() if paths is None else self.catalog.apply(paths)
-        self.reloads += 1
-        self.last_reload = paths
-        self._apply(changes, started)
+        self.notifier.reloading()
+        try:
+            changes = self.catalog.scan() if paths is None else self.catalog.apply(paths)
+            self.reloads += 1
+            self.last_reload = paths
+            self._apply(changes, started)
+        finally:
+            self.notifier.ready(self.status_line())
         return changes
+
+    def status_line(self) -> str:
+        """The daemon in one line, for `systemctl status`."""
+        running = len(self.scheduler.running()) if self.scheduler else 0
+        return (
+            f"{len(self.catalog.active)} jobs, {len(self.catalog.invalid_files)} invalid files, "
+            f"{running} running"
+        )
 
     def _apply(self, changes: Changes, started: float | None = None) -> None:
         """Bring the scheduler, the audit log and the state in line with a catalog change."""
@@ -467,14 +480,18 @@ class Daemon:
         runner = asyncio.ensure_future(self.scheduler.run_forever())
         follower = asyncio.ensure_future(self._follow()) if watch else None
         stopper = asyncio.ensure_future(self._stop.wait())
+        watchdog = asyncio.ensure_future(watchdog_loop(self.notifier, self._stop))
+        # READY only now: the SIGHUP handler is in place, so `systemctl reload` is safe.
+        self.notifier.ready(self.status_line())
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done() and runner.exception():
             log.error("scheduler stopped unexpectedly", exc_info=runner.exception())
+        self.notifier.stopping(f"stopping: {len(self.scheduler.running())} runs to end")
         log.info("stopping: no new runs")
         self._stop.set()
         await self.scheduler.shutdown(self.settings.shutdown_grace)
         self._remember_cursors()
-        for task in (runner, follower):
+        for task in (runner, follower, watchdog):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
