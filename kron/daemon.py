@@ -24,6 +24,7 @@ from kron.runner import Scheduler
 from kron.schedule import ScheduleKind
 from kron.spec import Outcome
 from kron.state import State, current_boot_id, kron_dir
+from kron.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger("kron.daemon")
 
@@ -162,6 +163,7 @@ class Daemon:
         self._control: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
         self.control = control
+        self.notifier = notifier or Notifier.from_environment()
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
 
@@ -513,6 +515,7 @@ class Daemon:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        self.notifier.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
