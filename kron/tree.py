@@ -87,18 +87,10 @@ def last_outcomes(records_root: Path, job_ids: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for job_id in job_ids:
         path = records.records_path(job_id, jobs_dir=records_root, records_dir=None)
-        outcome = _last_terminal(records.read_tail(path))
-        if outcome is None and path.exists() and path.stat().st_size > records.TAIL_BYTES:
+        record = records.last_terminal(path)
+        if record is None and path.exists() and path.stat().st_size > records.TAIL_BYTES:
             # The newest terminal line is longer than the tail window (large output).
-            outcome = _last_terminal(list(records.read(path)))
-        if outcome is not None:
-            found[job_id] = outcome
+            record = records.last_terminal(path, max_bytes=path.stat().st_size)
+        if record is not None:
+            found[job_id] = str(record["outcome"])
     return found
-
-
-def _last_terminal(lines: list[dict[str, object]]) -> str | None:
-    for record in reversed(lines):
-        outcome = record.get("outcome")
-        if isinstance(outcome, str) and outcome in records.TERMINAL_OUTCOMES:
-            return outcome
-    return None

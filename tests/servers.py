@@ -47,6 +47,7 @@ class HttpRecorder:
         self.requests: list[Request] = []
         self._answers: dict[str, Answer] = {}
         self._changed = asyncio.Event()
+        self._closing = asyncio.Event()  # ends requests held by `hang` and `gate`
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -65,11 +66,10 @@ class HttpRecorder:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        for task in self._handlers:
-            task.cancel()
+        self._closing.set()
         for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+            writer.close()  # a handler waiting for the next request reads the end of the stream
+        await asyncio.wait_for(asyncio.gather(*self._handlers), DEADLINE_S)
         await self._server.wait_closed()
 
     def url(self, path: str) -> str:
@@ -101,10 +101,10 @@ class HttpRecorder:
                 self.requests.append(request)
                 self._changed.set()
                 answer = self._answers.get(request.path, Answer())
-                if answer.hang:
-                    await asyncio.Event().wait()
-                if answer.gate is not None:
-                    await answer.gate.wait()
+                if answer.hang or answer.gate is not None:
+                    await self._hold(None if answer.hang else answer.gate)
+                if self._closing.is_set():
+                    return
                 head = (
                     f"HTTP/1.1 {answer.status} X\r\nContent-Type: {answer.content_type}\r\n"
                     f"Content-Length: {len(answer.body)}\r\n\r\n"
@@ -117,6 +117,17 @@ class HttpRecorder:
             self._writers.discard(writer)
             self._handlers.discard(task)
             writer.close()
+
+    async def _hold(self, gate: asyncio.Event | None) -> None:
+        """Wait for the gate (for ever, with None) or for the server to close."""
+        waits = {asyncio.ensure_future(self._closing.wait())}
+        if gate is not None:
+            waits.add(asyncio.ensure_future(gate.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
