@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kron import records, spec
 from kron.catalog import Catalog, Changes
@@ -25,6 +26,9 @@ from kron.schedule import ScheduleKind
 from kron.spec import Outcome
 from kron.state import State, current_boot_id, kron_dir
 from kron.systemd import Notifier, watchdog_loop
+
+if TYPE_CHECKING:
+    from kron.metrics import Metrics
 
 log = logging.getLogger("kron.daemon")
 
@@ -119,6 +123,7 @@ class Startup:
     cursor: datetime
     abandoned: list[dict[str, object]]
     last: dict[str, object] | None
+    last_success: datetime | None = None
 
 
 def where_it_stands(job: spec.Job, sink: RecordSink, state: State, now: datetime) -> Startup:
@@ -133,7 +138,13 @@ def where_it_stands(job: spec.Job, sink: RecordSink, state: State, now: datetime
         cursor=cursor,
         abandoned=records.unfinished_runs(path),
         last=records.last_terminal(path),
+        last_success=_ended_at(records.last_terminal(path, outcome="succeeded")),
     )
+
+
+def _ended_at(record: Mapping[str, object] | None) -> datetime | None:
+    value = record.get("ended_at") if record else None
+    return records.parse_time(value) if isinstance(value, str) else None
 
 
 class Daemon:
@@ -162,6 +173,7 @@ class Daemon:
         self.started_at: datetime | None = None
         self._control: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
+        self.metrics: Metrics | None = None
         self.control = control
         self.notifier = notifier or Notifier.from_environment()
         self._stop = asyncio.Event()
@@ -208,6 +220,12 @@ class Daemon:
             clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy
         )
         self.scheduler.subscribe(self.sink)
+        if settings.metrics:
+            from kron.metrics import Metrics
+
+            # Subscribed before the first load, so slots recorded missed at start-up count.
+            self.metrics = Metrics(self)
+            self.scheduler.subscribe(self.metrics)
         now = self.clock.now()
         self.started_at = now
         first_boot = self.state.boot_id != self.boot_id
@@ -268,7 +286,12 @@ class Daemon:
                 for record in standing.abandoned:
                     self._abandon(job, record, now)
             self.scheduler.add(
-                job, cursor=standing.cursor, paused=job.id in self.state.paused, now=now
+                job,
+                cursor=standing.cursor,
+                paused=job.id in self.state.paused,
+                now=now,
+                last=standing.last,
+                last_success=standing.last_success,
             )
 
     def _abandon(self, job: spec.Job, record: Mapping[str, object], now: datetime) -> None:
@@ -347,18 +370,16 @@ class Daemon:
         if not self.settings.metrics:
             return
         from kron.httpd import serve_tcp
-        from kron.metrics import Metrics
         from kron.web import StatusSite, listen_address
 
         assert self.scheduler is not None
         host, port = listen_address(self.settings.metrics)
         shown = f"[{host}]" if ":" in host else host
-        metrics = Metrics(self)
+        assert self.metrics is not None
         try:
-            self._metrics = await serve_tcp(host, port, StatusSite(self, metrics))
+            self._metrics = await serve_tcp(host, port, StatusSite(self, self.metrics))
         except OSError as exc:
             raise KronError(f"cannot listen on metrics = {shown}:{port}: {exc}") from None
-        self.scheduler.subscribe(metrics)
         bound_port = self._metrics.sockets[0].getsockname()[1]
         log.info("metrics and status page: http://%s:%d/", shown, bound_port)
 

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -75,11 +76,14 @@ async def _serve_connection(
             ("connection", "close"),
             *response.headers.items(),
         ]
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
-        writer.write(conn.send(h11.Data(data=response.body)))
+        reason = HTTPStatus(response.status).phrase.encode()
+        head = h11.Response(status_code=response.status, headers=headers, reason=reason)
+        writer.write(conn.send(head))
+        if request.method != "HEAD":  # a HEAD answer declares a length but sends no body
+            writer.write(conn.send(h11.Data(data=response.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
-    except (TimeoutError, h11.RemoteProtocolError, ConnectionError, ValueError) as exc:
+    except (TimeoutError, h11.ProtocolError, ConnectionError, ValueError) as exc:
         log.debug("bad or slow request: %s", exc)
         with contextlib.suppress(Exception):
             writer.write(

@@ -178,13 +178,16 @@ def last_slot(path: Path, max_bytes: int = TAIL_BYTES) -> datetime | None:
     return newest
 
 
-def last_terminal(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any] | None:
-    """Return the newest terminal record in the tail (the last outcome of a job), or None."""
+def last_terminal(
+    path: Path, max_bytes: int = TAIL_BYTES, *, outcome: str | None = None
+) -> dict[str, Any] | None:
+    """Return the newest terminal record in the tail (with `outcome`, if given), or None."""
     for distance, raw in _backwards(path):
         if distance > max_bytes:
             break
         record = _parse(raw)
-        if record is not None and record.get("outcome") in TERMINAL_OUTCOMES:
+        found = record.get("outcome") if record else None
+        if record is not None and found in TERMINAL_OUTCOMES and outcome in (None, found):
             return record
     return None
 

@@ -145,7 +145,14 @@ class Scheduler:
     # -- the job set ------------------------------------------------------------------------
 
     def add(
-        self, job: spec.Job, *, cursor: datetime, paused: bool = False, now: datetime | None = None
+        self,
+        job: spec.Job,
+        *,
+        cursor: datetime,
+        paused: bool = False,
+        now: datetime | None = None,
+        last: Mapping[str, Any] | None = None,
+        last_success: datetime | None = None,
     ) -> None:
         """Schedule a job whose slots up to `cursor` were handled.
 
@@ -160,6 +167,9 @@ class Scheduler:
             js.runs, js.generation = old.runs, old.generation + 1
             js.last_record, js.last_outcome = old.last_record, old.last_outcome
             js.last_ended_at, js.last_success_at = old.last_ended_at, old.last_success_at
+        if last is not None:  # what the records say of the job before this start
+            js.note(last)
+            js.last_success_at = last_success or js.last_success_at
         self._jobs[job.id] = js
         horizon = now - jitter_offset(job.id, job.jitter)
         if cursor < horizon:

@@ -232,3 +232,26 @@ def test_a_stale_socket_from_a_crash_is_replaced(daemon: Daemon) -> None:
     assert daemon.socket.exists()
     daemon.start()
     assert daemon.cli("status").code == 0
+
+
+def test_the_last_outcome_survives_a_restart(daemon: Daemon) -> None:
+    assert daemon.cli("run", "quick", "--wait").code == 0
+    assert daemon.stop() == 0
+    daemon.start()
+    quick = {j["id"]: j for j in json.loads(daemon.cli("list", "--json").out)}["quick"]
+    assert quick["last_outcome"] == "succeeded"
+    assert quick["last_success_at"] == quick["last_ended_at"]
+
+
+def test_a_head_request_gets_headers_and_no_body(daemon: Daemon) -> None:
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(DEADLINE_S)
+        conn.connect(str(daemon.socket))
+        conn.sendall(b"HEAD /v1/status HTTP/1.1\r\nhost: kron\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == b""
+    assert b"Traceback" not in daemon.log.read_bytes()
