@@ -106,7 +106,7 @@ class ControlAPI:
         if parts[:1] != ["v1"]:
             return Response.error(404, f"no such endpoint: {request.path}")
         parts = parts[1:]
-        get, post = request.method == "GET", request.method == "POST"
+        get, post = request.method in ("GET", "HEAD"), request.method == "POST"
         if get and parts == ["status"]:
             return Response.json(self.status())
         if get and parts == ["jobs"]:
