@@ -89,7 +89,7 @@ class Chains:
     def _fire(self, job: spec.Job, ended: RunEnded) -> None:
         scheduler = self._attached()
         # Scheduler.stop() was called: a run started now would escape the shutdown's grace.
-        if scheduler._stopping:
+        if scheduler.stopping:
             log.warning(
                 "job %s: run %s succeeded while the daemon is stopping; not firing %s",
                 job.id,
@@ -164,7 +164,7 @@ class Chains:
             upstream=upstream,
         )
         # The path Scheduler._record_slot takes: every subscriber, the record writer first.
-        self._attached()._emit(record)
+        self._attached().emit(record)
         return record
 
     def _attached(self) -> Scheduler:

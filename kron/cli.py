@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "tree", parents=[common], help="the trigger graph, with each job's last outcome"
+    )
+    p.add_argument("job", nargs="?", help="only the tree below this job")
+
     p = sub.add_parser("history", parents=[common], help="recent runs, newest first")
     p.add_argument("job", nargs="?", help="only this job")
     p.add_argument("--outcome", help="only runs with this outcome (failed, timeout, skipped, ...)")
@@ -636,7 +641,21 @@ def _cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_tree(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.catalog import load_dir
+    from kron.tree import last_outcomes, render_tree
+
+    jobs = load_dir(args.jobs_dir).jobs
+    try:
+        text = render_tree(jobs, last_outcomes(_records_root(args.jobs_dir), jobs), root=args.job)
+    except KeyError:
+        raise KronError(f"no job {args.job!r} in {args.jobs_dir}") from None
+    out.write(text or "no job triggers another\n")
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
+    "tree": _cmd_tree,
     "daemon": _cmd_daemon,
     "run": _cmd_run,
     "status": _cmd_status,

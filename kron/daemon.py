@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING
 
 from kron import records, spec
 from kron.catalog import Catalog, Changes
+from kron.chain import Chains
 from kron.clock import Clock, RealClock
 from kron.errors import KronError, Problem
 from kron.events import Event, RunEnded, to_record
+from kron.healthcheck import Healthchecks
+from kron.notify import Deliveries
 from kron.runner import Scheduler
 from kron.schedule import ScheduleKind
 from kron.spec import Outcome
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from kron.metrics import Metrics
 
 log = logging.getLogger("kron.daemon")
+DELIVERY_DRAIN_S = 5.0  # at shutdown, after the runs: systemd's TimeoutStopSec allows for it
 
 
 def use_pidfd_child_watcher() -> None:
@@ -220,6 +224,13 @@ class Daemon:
             clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy
         )
         self.scheduler.subscribe(self.sink)
+        # After the record writer: a delivery or a trigger always follows a written record.
+        self.chains = Chains()
+        self.chains.attach(self.scheduler)
+        self.deliveries = Deliveries(records_path=self.sink.path, clock=self.clock)
+        self.deliveries.attach(self.scheduler)
+        self.healthchecks = Healthchecks()
+        self.healthchecks.attach(self.scheduler)
         if settings.metrics:
             from kron.metrics import Metrics
 
@@ -513,6 +524,10 @@ class Daemon:
         log.info("stopping: no new runs")
         self._stop.set()
         await self.scheduler.shutdown(self.settings.shutdown_grace)
+        # Messages about the runs just stopped get a short while to leave.
+        await asyncio.gather(
+            self.deliveries.drain(DELIVERY_DRAIN_S), self.healthchecks.drain(DELIVERY_DRAIN_S)
+        )
         self._remember_cursors()
         for task in (runner, follower, watchdog):
             if task is not None:

@@ -279,7 +279,7 @@ def prune(path: Path, *, keep: int | None, max_age: timedelta | None, now: datet
 @dataclass(slots=True)
 class _Run:
     last_line: int = 0
-    running: bool = True
+    running: bool = False  # set by its run lines; notes alone never keep a run
     ended_at: datetime | None = None
     dropped: bool = False
 
@@ -308,6 +308,8 @@ def _plan(f: IO[bytes], keep: int | None, cutoff: datetime | None) -> tuple[int,
                 by_id[run_id] = run
         run.last_line = len(line_runs)
         line_runs.append(run)
+        if "outcome" not in record:
+            continue  # a note on the run (a delivery): it neither starts nor ends it
         run.running = record.get("outcome") not in TERMINAL_OUTCOMES
         if cutoff is not None and not run.running:
             run.ended_at = _time_field(record, "ended_at") or _time_field(record, "slot")

@@ -126,6 +126,15 @@ class Scheduler:
         """Call `listener` with the final record of every run (after its retries)."""
         self._ended_listeners.append(listener)
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called: nothing new fires."""
+        return self._stopping
+
+    def emit(self, event: Event) -> None:
+        """Record an event the scheduler did not make itself (a dependency_failed slot)."""
+        self._emit(event)
+
     def _emit(self, event: Event) -> None:
         if isinstance(event, RunEnded) and (js := self._jobs.get(event.job)) is not None:
             js.note(to_record(event))

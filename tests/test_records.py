@@ -668,3 +668,25 @@ def test_format_time_writes_utc_with_z_and_microseconds_only_when_present(
 def test_format_time_refuses_a_naive_datetime() -> None:
     with pytest.raises(ValueError, match="is naive"):
         format_time(datetime(2026, 11, 22, 3))  # noqa: DTZ001 - the naive value is the point
+
+
+def test_a_run_with_a_delivery_note_is_pruned_like_any_other(tmp_path: Path) -> None:
+    path = tmp_path / "j.runs.jsonl"
+    for i in range(5):
+        run_id = f"r{i}"
+        records.append(
+            path, {"run_id": run_id, "outcome": "started", "slot": f"2026-01-0{i + 1}T00:00:00Z"}
+        )
+        records.append(
+            path,
+            {
+                "run_id": run_id,
+                "outcome": "failed",
+                "slot": f"2026-01-0{i + 1}T00:00:00Z",
+                "ended_at": f"2026-01-0{i + 1}T00:00:01Z",
+            },
+        )
+        records.append(path, {"run_id": run_id, "delivery": {"target": "slack", "ok": True}})
+    removed = records.prune(path, keep=2, max_age=None, now=datetime(2026, 2, 1, tzinfo=UTC))
+    assert removed == 9
+    assert sorted({r["run_id"] for r in records.read(path)}) == ["r3", "r4"]
