@@ -150,8 +150,13 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
 
 def job_id_for(path: Path, jobs_dir: Path) -> str:
     """`jobs.d/backups/nightly.toml` -> `backups/nightly`."""
-    relative = path.relative_to(jobs_dir)
-    return relative.with_suffix("").as_posix()
+    text, root = str(path), str(jobs_dir).rstrip(os.sep)
+    if text.startswith(root + os.sep):  # the common case, without pathlib's cost
+        relative = text[len(root) + 1 :]
+    else:
+        relative = str(path.relative_to(jobs_dir))
+    stem, _ = os.path.splitext(relative)
+    return stem.replace(os.sep, "/")
 
 
 def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
