@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from kron import records
 from kron.clock import RealClock
-from kron.daemon import RecordSink
+from kron.daemon import DELIVERY_DRAIN_S, RecordSink
 from kron.events import to_record
+from kron.healthcheck import Healthchecks
 from kron.loader import load_job, load_settings
+from kron.notify import Deliveries
 from kron.runner import Scheduler
 from kron.spec import Trigger
 
@@ -23,12 +26,18 @@ async def run_once(path: Path, *, jobs_dir: Path) -> dict[str, Any]:
     sink = RecordSink(jobs_dir=jobs_dir, records_dir=settings.records_dir, clock=clock)
     scheduler = Scheduler(clock=clock, policy=settings.policy)
     scheduler.subscribe(sink)
+    # Deliveries and pings as the daemon sends them; triggers need the daemon's whole job set.
+    deliveries = Deliveries(records_path=sink.path, clock=clock)
+    deliveries.attach(scheduler)
+    healthchecks = Healthchecks()
+    healthchecks.attach(scheduler)
     scheduler.add(job, cursor=now, paused=True, now=now)
     run = scheduler.fire(job.id, slot=now.replace(microsecond=0), trigger=Trigger.MANUAL)
     if run is None or run.task is None:
         last = records.read_tail(sink.path(job.id))
         return last[-1] if last else {"job": job.id, "outcome": "skipped"}
     ended = await run.task
+    await asyncio.gather(deliveries.drain(DELIVERY_DRAIN_S), healthchecks.drain(DELIVERY_DRAIN_S))
     if ended is None:  # pragma: no cover - a run always ends with a record
         return {"job": job.id, "outcome": "failed"}
     return to_record(ended)

@@ -318,22 +318,32 @@ class Scheduler:
             self.fire(job.id, slot=slot, trigger=Trigger.CATCHUP)
 
     def _record_slot(
-        self, job: spec.Job, slot: datetime, outcome: Outcome, now: datetime, why: str
-    ) -> None:
-        self._emit(
-            RunEnded(
-                run_id=new_run_id(),
-                job=job.id,
-                slot=slot,
-                trigger=Trigger.SCHEDULE,
-                attempt=1,
-                outcome=outcome,
-                started_at=None,
-                ended_at=now,
-                config_sha=job.config_sha,
-                error=why,
-            )
+        self,
+        job: spec.Job,
+        slot: datetime,
+        outcome: Outcome,
+        now: datetime,
+        why: str,
+        *,
+        trigger: Trigger = Trigger.SCHEDULE,
+        upstream: str | None = None,
+    ) -> RunEnded:
+        """Record a slot that did not run (missed, skipped); return the record."""
+        ended = RunEnded(
+            run_id=new_run_id(),
+            job=job.id,
+            slot=slot,
+            trigger=trigger,
+            upstream=upstream,
+            attempt=1,
+            outcome=outcome,
+            started_at=None,
+            ended_at=now,
+            config_sha=job.config_sha,
+            error=why,
         )
+        self._emit(ended)
+        return ended
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -361,6 +371,8 @@ class Scheduler:
                 Outcome.SKIPPED,
                 self._clock.now(),
                 f"run {alive[0].run_id} is still alive (concurrency = forbid)",
+                trigger=trigger,
+                upstream=upstream,
             )
             return None
         waits_for: list[Run] = []
