@@ -28,6 +28,7 @@ from kron.actions import (
     until_stopped,
     working_dir,
 )
+from kron.http_action import client
 from kron.process import OutputBuffer, run_process
 from kron.units import format_duration
 
@@ -52,7 +53,15 @@ class Ticket:
 
 
 class AgentBudget:
-    """The day's agent runs and tokens, per job and in total, and the limits on them."""
+    """The day's agent runs and tokens, per job and in total, and the limits on them.
+
+    Args:
+        max_runs_per_day: global limit on agent runs in a UTC day (kron.toml).
+        max_tokens_per_day: global limit on agent tokens in a UTC day (kron.toml).
+        records_root: where the run records live (`records_dir`, else the jobs directory);
+            None reads them beside the first job's file.
+        now: the clock; the day is its UTC date.
+    """
 
     def __init__(
         self,
@@ -62,13 +71,6 @@ class AgentBudget:
         records_root: Path | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
-        """Args:
-        max_runs_per_day: global limit on agent runs in a UTC day (kron.toml).
-        max_tokens_per_day: global limit on agent tokens in a UTC day (kron.toml).
-        records_root: where the run records live (`records_dir`, else the jobs directory);
-            None reads them beside the first job's file.
-        now: the clock; the day is its UTC date.
-        """
         self.max_runs_per_day = max_runs_per_day
         self.max_tokens_per_day = max_tokens_per_day
         self.records_root = records_root
@@ -94,9 +96,9 @@ class AgentBudget:
         async with self._lock:
             if not self._seeded:
                 root = self.records_root or jobs_dir_of(job)
-                self._tickets.extend(await asyncio.to_thread(_tickets_in, root, self._now().date()))
+                self._tickets.extend(await asyncio.to_thread(_tickets_in, root, self._today()))
                 self._seeded = True
-            today = self._now().date()
+            today = self._today()
             self._tickets = [t for t in self._tickets if t.day == today]
             mine = [t for t in self._tickets if t.job == job.id]
             checks = (
@@ -132,9 +134,12 @@ class AgentBudget:
             self._tickets.append(ticket)
             return ticket
 
+    def _today(self) -> date:
+        return self._now().astimezone(UTC).date()
+
     def spent_today(self, job_id: str | None = None) -> tuple[int, int]:
-        """Runs and tokens counted today, for one job or (None) for all."""
-        today = self._now().date()
+        """Runs and tokens counted today, for one job or (None) for all (seeded on first admit)."""
+        today = self._today()
         tickets = [t for t in self._tickets if t.day == today and job_id in (None, t.job)]
         return len(tickets), sum(t.tokens for t in tickets)
 
@@ -286,8 +291,8 @@ async def _post(
 ) -> tuple[int, Any] | str:
     """The status and decoded JSON answer, or why there is none."""
     try:
-        async with httpx.AsyncClient(timeout=action.request_timeout.total_seconds()) as client:
-            response = await client.post(url, json=payload, headers=headers)
+        async with client(action.request_timeout.total_seconds()) as http:
+            response = await http.post(url, json=payload, headers=headers)
     except httpx.TimeoutException:
         within = format_duration(action.request_timeout)
         return f"no answer from {url} within {within} (agent.request_timeout)"

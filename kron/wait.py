@@ -40,6 +40,7 @@ __all__ = ["BREAKERS", "Breakers", "WaitResult", "wait_until"]
 log = logging.getLogger("kron.wait")
 
 _MIN_EVERY_S = 0.01  # `every = "0s"` must not spin the loop
+_PROBE_KILL_GRACE = timedelta(seconds=1)
 
 
 # -- the circuit breaker ------------------------------------------------------------------
@@ -130,6 +131,7 @@ class _Context:
     env: Mapping[str, str]
     probe_timeout: timedelta
     breakers: Breakers
+    stop: asyncio.Event
 
 
 async def _evaluate(condition: Condition, ctx: _Context) -> _Verdict:
@@ -206,18 +208,15 @@ async def _tcp(probe: TcpProbe) -> _Found:
 async def _http(probe: HttpProbe, limit_s: float) -> _Found:
     import httpx
 
+    from kron.http_action import client
+
     try:
-        async with (
-            httpx.AsyncClient(timeout=limit_s) as client,
-            client.stream(
-                "GET", probe.url
-            ) as response,  # the status is enough; the body is not read
-        ):
+        # Streamed: the status is enough, the body is never read.
+        async with client(limit_s) as http, http.stream("GET", probe.url) as response:
             code = response.status_code
     except httpx.TimeoutException:
-        return _Found(
-            False, False, f"no answer within {format_duration(timedelta(seconds=limit_s))}"
-        )
+        within = format_duration(timedelta(seconds=limit_s))
+        return _Found(False, False, f"no answer within {within}")
     except httpx.HTTPError as exc:
         return _Found(False, False, connection_reason(exc))
     if probe.expects(code):
@@ -264,17 +263,28 @@ def _docker_state(probe: DockerProbe, limit_s: float) -> _Found:
 
 async def _cmd(probe: CmdProbe, ctx: _Context) -> _Found:
     job = ctx.job
-    result = await run_process(
-        ("/bin/sh", "-c", probe.script),
-        cwd=str(working_dir(job)),
-        env=ctx.env,
-        umask=job.umask,
-        user=job.user,
-        group=job.group,
-        timeout=ctx.probe_timeout,
-        kill_grace=timedelta(seconds=1),
-        max_output=4096,
+    running = asyncio.ensure_future(
+        run_process(
+            ("/bin/sh", "-c", probe.script),
+            cwd=str(working_dir(job)),
+            env=ctx.env,
+            umask=job.umask,
+            user=job.user,
+            group=job.group,
+            timeout=ctx.probe_timeout,
+            kill_grace=_PROBE_KILL_GRACE,
+            max_output=4096,
+            stop=ctx.stop,
+        )
     )
+    try:
+        result = await asyncio.shield(running)
+    except asyncio.CancelledError:
+        # A stopped run cancels its wait. Cancelling run_process would SIGKILL the probe and
+        # return before the child is reaped; given `stop`, it ends the probe's group itself
+        # (SIGTERM, then SIGKILL) and reaps it, within probe_timeout plus the grace.
+        await asyncio.wait({running})
+        raise
     if result.exit_code == 0:
         return _Found(True, True, "exit 0")
     if result.timed_out:
@@ -341,7 +351,7 @@ async def wait_until(
         Whether the condition held, how long it took, and what held it back.
     """
     condition = parse_condition(wait.until)
-    ctx = _Context(job=job, env=env, probe_timeout=wait.probe_timeout, breakers=breakers)
+    ctx = _Context(job=job, env=env, probe_timeout=wait.probe_timeout, breakers=breakers, stop=stop)
     start = clock()
     deadline = start + wait.timeout.total_seconds()
     every_s = max(wait.every.total_seconds(), _MIN_EVERY_S)

@@ -32,7 +32,7 @@ from kron.conditions import (
 )
 from kron.errors import ValueProblem
 from kron.runner import Scheduler
-from kron.wait import Breakers, WaitResult, wait_until
+from kron.wait import BREAKERS, Breakers, WaitResult, wait_until
 
 from .clock import FakeClock
 from .docker_engine import IMAGE, require_engine
@@ -473,18 +473,18 @@ def test_the_breaker_state_is_shared_by_later_runs_in_the_process(
     jobs_dir: Path, server: Server
 ) -> None:
     server.routes["/hang-up"] = lambda request: None
-    job = waiting_job(jobs_dir, f"{server.url}/hang-up", every="10ms", timeout="300ms")
-
-    async def twice() -> list[Any]:
-        first = await execute(job, run_env={}, stop=asyncio.Event())
-        probes_in_first_run = len(server.requests)
-        second = await execute(job, run_env={}, stop=asyncio.Event())
-        return [first, probes_in_first_run, second]
-
-    first, probes_in_first_run, second = run(twice())
-    assert probes_in_first_run == 3
-    assert len(server.requests) == 3  # the second run did not probe at all
-    assert first.outcome is second.outcome is spec.Outcome.WAIT_TIMEOUT
+    # The first wait polls on a fake clock (probes at 0, 1 and 2 s, then the breaker opens for
+    # 5 s of real time); the second is a whole run right after, on the real clock.
+    first = wait_of(
+        waiting_job(jobs_dir, f"{server.url}/hang-up", every="1s", timeout="10s"),
+        time=FakeTime(),
+        breakers=BREAKERS,
+    )
+    job = waiting_job(jobs_dir, f"{server.url}/hang-up", every="10ms", timeout="100ms")
+    second = run(execute(job, run_env={}, stop=asyncio.Event()))
+    assert len(server.requests) == 3  # all from the first wait: the run did not probe at all
+    assert first.satisfied is False
+    assert second.outcome is spec.Outcome.WAIT_TIMEOUT
     assert re.fullmatch(
         r"not probed: unreachable 3 times in a row; next probe in \d\.\ds",
         second.extra["wait"]["reason"],
@@ -577,6 +577,23 @@ def test_cancelling_a_run_ends_its_wait_at_once(jobs_dir: Path) -> None:
         assert (ended.outcome, ended.stdout) == (spec.Outcome.CANCELLED, "")
         assert ended.error == f"stopped while waiting for cmd:echo probe >> {probes}; false"
         assert ended.extra["wait"]["reason"] == "exit 1"
+
+    drive(job, body)
+
+
+def test_cancelling_a_run_during_a_slow_cmd_probe_ends_the_probes_processes(jobs_dir: Path) -> None:
+    pid_file = jobs_dir / "probe.pid"
+    job = waiting_job(jobs_dir, f"cmd:echo $$ > {pid_file}; exec sleep 30", timeout="1h")
+
+    async def body(scheduler: Scheduler, events: Events) -> None:
+        run_ = scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+        assert run_ is not None
+        await until_true(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        scheduler.cancel(run_.run_id)
+        await events.until(lambda e: len(e.ended()) == 1)
+        assert events.outcomes() == ["cancelled"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
 
     drive(job, body)
 
