@@ -32,5 +32,6 @@ fi
 # shellcheck disable=SC1091
 . scripts/docker-up.sh
 export KRON_REQUIRE_DOCKER=1
-trap 'kill "$(cat "$DOCKER_TEST_DIR/dockerd.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+# Stop the engine at exit if this run started it (one already running is left alone).
+trap '[ "$KRON_DOCKERD_STARTED" = 1 ] && kill "$(cat "$DOCKER_TEST_DIR/dockerd.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 python -m pytest "$@"

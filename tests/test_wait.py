@@ -95,6 +95,7 @@ def waiting_job(
     every: str = "1s",
     timeout: str = "5s",
     on_timeout: str = "fail",
+    probe_timeout: str = "2s",
     action: str = 'shell = "echo ran"',
     extra: str = "",
 ) -> spec.Job:
@@ -109,7 +110,7 @@ def waiting_job(
         until = {json.dumps(until)}
         every = "{every}"
         timeout = "{timeout}"
-        probe_timeout = "2s"
+        probe_timeout = "{probe_timeout}"
         on_timeout = "{on_timeout}"
         """,
     )
@@ -388,6 +389,19 @@ def test_combinators_report_the_part_that_held_the_wait_back(jobs_dir: Path, lis
         result = wait_of(waiting_job(jobs_dir, until, timeout="0s"), time=time)
         found[until] = (result.satisfied, result.blocking, result.reason)
     assert found == cases
+
+
+def test_a_probe_that_outlasts_probe_timeout_counts_as_not_holding(
+    jobs_dir: Path, server: Server
+) -> None:
+    server.routes["/stuck"] = lambda request: server.release.wait(DEADLINE_S) and (200, {}, b"")
+    time = FakeTime()
+    breakers = Breakers(clock=time)
+    slow_cmd = waiting_job(jobs_dir, "cmd:exec sleep 30", timeout="0s", probe_timeout="200ms")
+    slow_http = waiting_job(jobs_dir, f"{server.url}/stuck", timeout="0s", probe_timeout="200ms")
+    assert wait_of(slow_cmd, time=time).reason == "still running after 200ms"
+    assert wait_of(slow_http, time=time, breakers=breakers).reason == "no answer within 200ms"
+    assert breakers.failures(f"{server.url}/stuck") == 1  # no answer: unreachable
 
 
 # -- polling ------------------------------------------------------------------------------
