@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kron import records, spec
+from kron.actions import execute
+from kron.agent import AgentBudget
 from kron.catalog import Catalog, Changes
 from kron.chain import Chains
 from kron.clock import Clock, RealClock
@@ -220,8 +223,13 @@ class Daemon:
             records_dir=self._records_dir_override or settings.records_dir,
             clock=self.clock,
         )
+        # One agent budget for the daemon: kron.toml's daily limits, counted from the records.
+        self.budget = AgentBudget.from_settings(settings, records_root=root, now=self.clock.now)
         self.scheduler = Scheduler(
-            clock=self.clock, max_concurrent=settings.max_concurrent, policy=settings.policy
+            clock=self.clock,
+            max_concurrent=settings.max_concurrent,
+            policy=settings.policy,
+            execute_action=functools.partial(execute, budget=self.budget),
         )
         self.scheduler.subscribe(self.sink)
         # After the record writer: a delivery or a trigger always follows a written record.
@@ -429,6 +437,8 @@ class Daemon:
         if changes.settings_changed:
             self.scheduler.policy = self.settings.policy
             self.scheduler.set_max_concurrent(self.settings.max_concurrent)
+            self.budget.max_runs_per_day = self.settings.max_runs_per_day
+            self.budget.max_tokens_per_day = self.settings.max_tokens_per_day
             self.audit.write("settings", path=self.settings.path)
         for problem in changes.settings_problems:
             (log.error if problem.severity == "error" else log.warning)(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
 from kron import records
+from kron.actions import execute
+from kron.agent import AgentBudget
 from kron.clock import RealClock
 from kron.daemon import DELIVERY_DRAIN_S, RecordSink
 from kron.events import to_record
@@ -24,7 +27,12 @@ async def run_once(path: Path, *, jobs_dir: Path) -> dict[str, Any]:
     clock = RealClock()
     now = clock.now()
     sink = RecordSink(jobs_dir=jobs_dir, records_dir=settings.records_dir, clock=clock)
-    scheduler = Scheduler(clock=clock, policy=settings.policy)
+    budget = AgentBudget.from_settings(settings, records_root=settings.records_dir or jobs_dir)
+    scheduler = Scheduler(
+        clock=clock,
+        policy=settings.policy,
+        execute_action=functools.partial(execute, budget=budget),
+    )
     scheduler.subscribe(sink)
     # Deliveries and pings as the daemon sends them; triggers need the daemon's whole job set.
     deliveries = Deliveries(records_path=sink.path, clock=clock)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kron import records
+from kron import records, spec
 from kron.daemon import Daemon
 
 from .clock import FakeClock
@@ -342,3 +342,33 @@ def test_the_daemon_exits_0_on_sigterm_and_sigint(jobs_dir: Path, signame: str) 
 def test_now_is_timezone_aware_everywhere() -> None:
     assert FakeClock(T0).now().tzinfo is UTC
     assert (T0 + timedelta(0)).utcoffset() == timedelta(0)
+
+
+def test_the_global_agent_budget_in_kron_toml_refuses_a_run_once_spent(jobs_dir: Path) -> None:
+    write_job(jobs_dir, "kron.toml", "max_runs_per_day = 1\n")
+    write_job(
+        jobs_dir,
+        "ask.toml",
+        'schedule = "@manual"\n[agent]\nprompt = "say hi"\ncommand = ["cat"]\n',
+    )
+    write_job(
+        jobs_dir,
+        "ask-too.toml",
+        'schedule = "@manual"\n[agent]\nprompt = "say hi"\ncommand = ["cat"]\n',
+    )
+    clock = FakeClock(T0)
+
+    async def body(daemon: Daemon, events: Events) -> None:
+        assert daemon.scheduler is not None
+        first = daemon.scheduler.fire("ask", slot=T0, trigger=spec.Trigger.MANUAL)
+        assert first is not None
+        await events.until(lambda e: len(e.ended()) == 1)
+        daemon.scheduler.fire("ask-too", slot=T0, trigger=spec.Trigger.MANUAL)
+        await events.until(lambda e: len(e.ended()) == 2)
+        done, refused = events.ended()
+        assert (done.outcome.value, done.stdout) == ("succeeded", "say hi")
+        assert refused.outcome.value == "skipped"
+        assert refused.error is not None
+        assert "budget" in refused.error
+
+    with_daemon(jobs_dir, clock, body)
