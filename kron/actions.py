@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kron import spec
 from kron.process import ProcessResult, run_process
+from kron.trust import refusals
 
 if TYPE_CHECKING:
     from kron.agent import AgentBudget
@@ -62,7 +63,12 @@ class ActionResult:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse `KEY=value` lines (`export`, quotes and `#` comments allowed)."""
+    """Parse `KEY=value` lines (`export`, quotes and `#` comments allowed).
+
+    The file is trusted again here, at fire time: it may have changed since the job loaded.
+    """
+    if refused := refusals(path):
+        raise ValueError("; ".join(refused))
     values: dict[str, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -270,3 +270,26 @@ def test_kron_validate_masks_secret_values_in_errors_and_warnings(
             "command 'curl -u admin:*** http://x' is denied by policy pattern '*curl*'",
             "expected a string, got ***",
         ]
+
+
+def test_an_env_file_made_writable_after_load_is_refused_at_fire_time(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from kron.actions import execute
+
+    jobs = tmp_path / "jobs.d"
+    jobs.mkdir()
+    (jobs / "secrets.env").write_text("TOKEN=abc\n")
+    (jobs / "j.toml").write_text(
+        'schedule = "@manual"\nshell = "echo $TOKEN"\nenv_file = "secrets.env"\n'
+    )
+    from kron.catalog import load_dir
+
+    job = load_dir(jobs).jobs["j"]
+    os.chmod(jobs / "secrets.env", 0o666)
+    result = asyncio.run(execute(job, run_env={}, stop=asyncio.Event()))
+    assert result.exit_code is None
+    assert result.error is not None
+    assert result.error.startswith("env_file: ")
+    assert "writable by group and others" in result.error
