@@ -157,7 +157,7 @@ class Catalog:
         # Forking is safe only while this process has no other thread (the daemon's first load,
         # `kron validate`); later reloads are small or run in the one thread.
         if len(files) < PARALLEL_MIN or workers < 2 or threading.active_count() > 1:
-            return [_load_one(path, self.jobs_dir, self.settings) for path in files]
+            return _load_chunk(files, self.jobs_dir, self.settings)
         chunks = [files[i::workers] for i in range(workers)]
         context = multiprocessing.get_context("fork")
         with context.Pool(workers - 1) as pool:
@@ -165,7 +165,7 @@ class Catalog:
                 pool.apply_async(_load_chunk, (chunk, self.jobs_dir, self.settings))
                 for chunk in chunks[1:]
             ]
-            loaded = [_load_one(path, self.jobs_dir, self.settings) for path in chunks[0]]
+            loaded = _load_chunk(chunks[0], self.jobs_dir, self.settings)
             for result in pending:
                 loaded.extend(result.get())
         return loaded
@@ -239,17 +239,20 @@ PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
 MAX_WORKERS = 4
 
 
-def _load_one(path: Path, jobs_dir: Path, settings: spec.Settings) -> _Loaded:
-    seen = _identity(path)
-    try:
-        job, warnings = load_job(path, jobs_dir=jobs_dir, settings=settings)
-    except SpecError as exc:
-        return path, seen, None, exc.problems
-    return path, seen, job, warnings
-
-
 def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:
-    return [_load_one(path, jobs_dir, settings) for path in paths]
+    folders: dict[str, list[str]] = {}  # one verdict per folder per load
+    loaded: list[_Loaded] = []
+    for path in paths:
+        seen = _identity(path)
+        try:
+            job, warnings = load_job(
+                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders
+            )
+        except SpecError as exc:
+            loaded.append((path, seen, None, exc.problems))
+        else:
+            loaded.append((path, seen, job, warnings))
+    return loaded
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -82,13 +82,18 @@ def read_document(path: Path, *, max_size: int) -> Document:
     shown = str(path)
     try:
         # O_NONBLOCK: a FIFO named like a job file must not hang the loader until a writer comes.
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
-            st = os.fstat(handle.fileno())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _fail(shown, "not a regular file; a job file is a plain text file")
             if st.st_size > max_size:
                 raise _fail(shown, f"file is {st.st_size} bytes, over the {max_size}-byte limit")
-            raw = handle.read(max_size + 1)
+            # Read what fstat announced, plus one byte to notice a file that grew meanwhile:
+            # a buffered read of max_size would allocate a megabyte per file.
+            raw = _read_up_to(fd, min(st.st_size, max_size) + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
     if len(raw) > max_size:
@@ -111,6 +116,17 @@ def read_document(path: Path, *, max_size: int) -> Document:
     if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
         _check_shape(shown, data)
     return Document(path, data, text)
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 def _fail(path: str, message: str, line: int | None = None, column: int | None = None) -> SpecError:

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kron import spec
@@ -638,11 +638,19 @@ def load_settings(jobs_dir: Path) -> tuple[spec.Settings, list[Problem]]:
 
 
 def load_job(
-    path: Path, *, jobs_dir: Path, settings: spec.Settings
+    path: Path,
+    *,
+    jobs_dir: Path,
+    settings: spec.Settings,
+    job_id: str | None = None,
+    folders_seen: dict[str, list[str]] | None = None,
 ) -> tuple[spec.Job, list[Problem]]:
-    """Load one job file; return the Job and its warnings, or raise SpecError with every error."""
+    """Load one job file; return the Job and its warnings, or raise SpecError with every error.
+
+    `job_id` and `folders_seen` let a caller loading many files share work between them.
+    """
     display = str(path)
-    refused = refusals(path, root=jobs_dir)
+    refused = refusals(path, root=jobs_dir, folders_seen=folders_seen)
     if refused:
         raise SpecError([Problem(path=display, message=m) for m in refused])
     doc = read_document(path, max_size=settings.max_file_size)
@@ -653,7 +661,7 @@ def load_job(
         raise SpecError([_mask(p, secrets) for p in problems])
     data = _merge(settings.defaults, doc.data) if settings.defaults else doc.data
     job, found = build_job(
-        doc, data, job_id=job_id_for(path, jobs_dir), settings=settings, display=display
+        doc, data, job_id=job_id or job_id_for(path, jobs_dir), settings=settings, display=display
     )
     found = [_mask(p, secrets) for p in found]
     if job is None:
@@ -679,7 +687,16 @@ def _secrets_in(*tables: Mapping[str, Any]) -> list[str]:
     return sorted(set(found), key=len, reverse=True)
 
 
-def check_graph(jobs: Mapping[str, spec.Job], *, files_by_id: Mapping[str, Path]) -> list[Problem]:
+class _Linked(Protocol):
+    """What the trigger graph needs of a job (a Job, or validate's summary of one)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def triggers(self) -> tuple[str, ...]: ...
+
+
+def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path]) -> list[Problem]:
     """Triggers must name known jobs and form no cycle; an unscheduled job must be triggered."""
     problems = []
     triggered: set[str] = set()

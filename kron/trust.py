@@ -59,7 +59,12 @@ class Trust:
 
 
 def refusals(
-    path: Path, *, root: Path | None = None, label: str | None = None, trust: Trust | None = None
+    path: Path,
+    *,
+    root: Path | None = None,
+    label: str | None = None,
+    trust: Trust | None = None,
+    folders_seen: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """Why kron must not read `path`, one message per reason with its fix; [] when it may.
 
@@ -69,6 +74,8 @@ def refusals(
         label: how to name the file in the message (`env_file x.env`); None for the file the
             message is reported against.
         trust: whose files to accept (default: this process's user, and `$KRON_TRUST`).
+        folders_seen: folder verdicts already reached in this load (10,000 files share a few
+            folders); the caller makes one per load, so a chmod is seen at the next.
 
     Returns:
         Messages like "refused: writable by group (mode 0664); run chmod g-w jobs.d/x.toml".
@@ -79,21 +86,28 @@ def refusals(
         return []
     found = _check(path, label, trust)
     for folder in _folders(path, root):
-        found.extend(_check(folder, f"folder {folder}", trust))
+        if folders_seen is None:
+            found.extend(_check(Path(folder), f"folder {folder}", trust))
+            continue
+        if folder not in folders_seen:
+            folders_seen[folder] = _check(Path(folder), f"folder {folder}", trust)
+        found.extend(folders_seen[folder])
     return found
 
 
-def _folders(path: Path, root: Path | None) -> list[Path]:
+def _folders(path: Path, root: Path | None) -> list[str]:
     """The folders from the file's up to `root`, both included; none when outside `root`."""
     if root is None:
         return []
-    try:
-        depth = len(path.parent.relative_to(root).parts)
-    except ValueError:
+    # Strings, not pathlib: this runs for every job file of every load.
+    top = os.path.normpath(root)
+    folder = os.path.dirname(os.path.normpath(path))
+    if folder != top and not folder.startswith(top.rstrip(os.sep) + os.sep):
         return []
-    folders = [path.parent]
-    for _ in range(depth):
-        folders.append(folders[-1].parent)
+    folders = [folder]
+    while folder != top:
+        folder = os.path.dirname(folder)
+        folders.append(folder)
     return folders
 
 

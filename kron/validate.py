@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from kron import spec
-from kron.catalog import LoadResult, load_dir
-from kron.errors import Problem
+from kron.catalog import MAX_WORKERS, PARALLEL_MIN, LoadResult, load_dir
+from kron.errors import Problem, SpecError
+from kron.loader import check_graph, discover, job_id_for, load_job, load_settings
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobSummary:
+    """What the report says of a valid job (small, so workers can send it back cheaply)."""
+
+    id: str
+    path: Path
+    schedule: str
+    timezone: str
+    timezone_explicit: bool
+    triggers: tuple[str, ...]
+    next_fire: datetime | None
+
+    @classmethod
+    def of(
+        cls, job: spec.Job, now: datetime, nexts: dict[Any, datetime | None] | None = None
+    ) -> JobSummary:
+        """Summarise a job; `nexts` shares next-fire times between jobs on one schedule."""
+        nexts = {} if nexts is None else nexts
+        if job.schedule not in nexts:
+            nexts[job.schedule] = job.schedule.next_fire(now)
+        return cls(
+            id=job.id,
+            path=job.path,
+            schedule=job.schedule.expr,
+            timezone=job.timezone.key,
+            timezone_explicit=job.timezone_explicit,
+            triggers=job.triggers,
+            next_fire=nexts[job.schedule],
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -20,7 +54,7 @@ class Report:
     """What validation found across every requested path."""
 
     files: list[Path] = field(default_factory=list)
-    jobs: list[spec.Job] = field(default_factory=list)
+    jobs: list[JobSummary] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -41,9 +75,10 @@ def _jobs_dir_for(path: Path, default_dir: Path) -> Path:
     return default_dir
 
 
-def validate(paths: Sequence[Path], *, jobs_dir: Path) -> Report:
+def validate(paths: Sequence[Path], *, jobs_dir: Path, now: datetime | None = None) -> Report:
     """Validate files and folders; a folder is a jobs directory, a file is checked in its own."""
     report = Report()
+    now = now or datetime.now(UTC)
     if not paths:
         paths = [jobs_dir]
     wanted_by_dir: dict[Path, set[Path] | None] = {}
@@ -56,11 +91,75 @@ def validate(paths: Sequence[Path], *, jobs_dir: Path) -> Report:
             if chosen is not None:
                 chosen.add(path)
     for home, wanted in wanted_by_dir.items():
-        result = load_dir(home) if wanted is None else _load_files(home, wanted)
+        if wanted is None:
+            _check_folder(home, report, now)
+            continue
+        result = _load_files(home, wanted)
         report.files.extend(result.files)
-        report.jobs.extend(sorted(result.jobs.values(), key=lambda j: j.id))
+        report.jobs.extend(
+            JobSummary.of(j, now) for j in sorted(result.jobs.values(), key=lambda j: j.id)
+        )
         report.problems.extend(result.problems)
     return report
+
+
+_Checked = tuple[Path, str, JobSummary | None, list[Problem]]
+
+
+def _check_files(
+    paths: list[Path], jobs_dir: Path, settings: spec.Settings, now: datetime
+) -> list[_Checked]:
+    """Load each file as the daemon would; keep only what the report needs."""
+    checked: list[_Checked] = []
+    nexts: dict[Any, datetime | None] = {}  # 10,000 jobs usually share a few dozen schedules
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        job_id = job_id_for(path, jobs_dir)
+        try:
+            job, warnings = load_job(
+                path, jobs_dir=jobs_dir, settings=settings, job_id=job_id, folders_seen=folders
+            )
+        except SpecError as exc:
+            checked.append((path, job_id, None, exc.problems))
+        else:
+            checked.append((path, job_id, JobSummary.of(job, now, nexts), warnings))
+    return checked
+
+
+def _check_folder(home: Path, report: Report, now: datetime) -> None:
+    """A whole jobs directory, on every core when it is large (the report travels, not jobs)."""
+    settings, problems = load_settings(home)
+    files, found = discover(home)
+    report.problems.extend(problems)
+    report.problems.extend(found)
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if len(files) >= PARALLEL_MIN and workers > 1:
+        chunks = [files[i::workers] for i in range(workers)]
+        with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+            pending = [pool.apply_async(_check_files, (c, home, settings, now)) for c in chunks[1:]]
+            checked = _check_files(chunks[0], home, settings, now)
+            for result in pending:
+                checked.extend(result.get())
+    else:
+        checked = _check_files(files, home, settings, now)
+    checked.sort(key=lambda item: item[0])
+    by_id: dict[str, list[Path]] = {}
+    for path, job_id, _, _ in checked:
+        by_id.setdefault(job_id, []).append(path)
+    valid: dict[str, JobSummary] = {}
+    for path, job_id, summary, found_here in checked:
+        report.problems.extend(found_here)
+        others = [p for p in by_id[job_id] if p != path]
+        if others:
+            also = ", ".join(map(str, others))
+            report.problems.append(
+                Problem(path=str(path), message=f"job id {job_id!r} is also defined by {also}")
+            )
+        elif summary is not None:
+            valid[job_id] = summary
+    report.problems.extend(check_graph(valid, files_by_id={k: v[0] for k, v in by_id.items()}))
+    report.files.extend(path for path, *_ in checked)
+    report.jobs.extend(valid[k] for k in sorted(valid))
 
 
 def _load_files(home: Path, wanted: set[Path]) -> LoadResult:
@@ -81,19 +180,15 @@ def _load_files(home: Path, wanted: set[Path]) -> LoadResult:
     return result
 
 
-def _next_fire(job: spec.Job, now: datetime) -> datetime | None:
-    return job.schedule.next_fire(now)
-
-
 def print_text(report: Report, out: TextIO, *, verbose: bool, now: datetime) -> None:
     for problem in report.problems:
         print(problem, file=out)
     if verbose:
         for job in report.jobs:
-            nxt = _next_fire(job, now)
-            when = nxt.astimezone(job.timezone).isoformat() if nxt else "never by schedule"
-            zone = job.timezone.key + ("" if job.timezone_explicit else " (default)")
-            print(f"ok {job.id}: {job.schedule.expr!r} in {zone}, next {when}", file=out)
+            nxt = _local(job)
+            when = nxt or "never by schedule"
+            zone = job.timezone + ("" if job.timezone_explicit else " (default)")
+            print(f"ok {job.id}: {job.schedule!r} in {zone}, next {when}", file=out)
     invalid = len({p.path for p in report.errors})
     print(
         f"{len(report.files)} files: {len(report.jobs)} valid, {invalid} with errors, "
@@ -116,15 +211,14 @@ def print_json(report: Report, out: TextIO, *, now: datetime) -> None:
 
     jobs = []
     for job in report.jobs:
-        nxt = _next_fire(job, now)
         jobs.append(
             {
                 "id": job.id,
                 "path": str(job.path),
-                "schedule": job.schedule.expr,
-                "timezone": job.timezone.key,
+                "schedule": job.schedule,
+                "timezone": job.timezone,
                 "timezone_explicit": job.timezone_explicit,
-                "next": nxt.astimezone(job.timezone).isoformat() if nxt else None,
+                "next": _local(job),
             }
         )
     body = {
@@ -165,3 +259,10 @@ def print_github(report: Report, out: TextIO) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def _local(job: JobSummary) -> str | None:
+    """The next fire in the job's own zone, ISO 8601 with its offset."""
+    if job.next_fire is None:
+        return None
+    return job.next_fire.astimezone(ZoneInfo(job.timezone)).isoformat()
