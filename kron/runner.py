@@ -423,6 +423,8 @@ class Scheduler:
 
     async def _attempts(self, run: Run) -> RunEnded:
         policy = run.job.retry
+        if policy.attempts == 1:
+            return await self._attempt(run)  # nothing to retry: skip tenacity's set-up per run
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(policy.attempts),
             wait=retry_wait(policy),
