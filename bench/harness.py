@@ -1,0 +1,386 @@
+"""What every workload needs: the bench venv, daemons watched from /proc, job timestamps, stats."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import math
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+VENV = BENCH_DIR / ".venv"
+VENV_BIN = VENV / "bin"
+PEERS = ("yacron==0.19.*", "APScheduler==3.11.*")
+RUNNERS = ("kron", "yacron", "apscheduler")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so stdout keeps only the table."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the bench venv ----------------------------------------------------------------------------
+
+
+def ensure_venv() -> None:
+    """Create bench/.venv with the peers and kron (editable); reinstall when pyproject changes."""
+    marker = VENV / ".kron-pyproject-sha256"
+    pyproject_sha = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    python = VENV_BIN / "python"
+    if not python.exists():
+        say(f"creating {VENV.relative_to(REPO)}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if marker.exists() and marker.read_text() == pyproject_sha and _peers_installed():
+        return
+    say("installing yacron, APScheduler and kron (editable) into the bench venv")
+    result = subprocess.run(  # noqa: PLW1510 (the exit code is checked below, with pip's output)
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *PEERS,
+            "-e",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        sys.exit(f"pip install failed:\n{result.stdout}{result.stderr}")
+    marker.write_text(pyproject_sha)
+
+
+def _peers_installed() -> bool:
+    probe = "import yacron, apscheduler, kron"
+    return (
+        subprocess.run(
+            [str(VENV_BIN / "python"), "-c", probe], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions as the bench venv sees them, and the kron commit measured."""
+    code = (
+        "import importlib.metadata as m, sys; print(sys.version.split()[0]);"
+        "[print(m.version(d)) for d in ('kron', 'yacron', 'APScheduler')]"
+    )
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, check=True
+    )
+    python, kron, yacron, aps = out.stdout.split()
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "kron", "pyproject.toml")
+    if dirty:
+        commit += f" + uncommitted changes in {len(dirty.splitlines())} file(s) under kron/"
+    return {"python": python, "kron": f"{kron} ({commit})", "yacron": yacron, "apscheduler": aps}
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def machine() -> dict[str, str]:
+    """nproc, CPU model, memory, kernel and load, read from /proc."""
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": model,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def venv_command(runner: str) -> list[str]:
+    """The argv prefix that starts a runner from the bench venv."""
+    if runner == "apscheduler":
+        return [str(VENV_BIN / "python"), str(BENCH_DIR / "apscheduler_daemon.py")]
+    return [str(VENV_BIN / runner)]
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+_LIVE: set[Daemon] = set()
+
+
+@dataclass(eq=False)
+class Daemon:
+    """A runner under test in its own process group, watched through /proc."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    hwm_kb: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def start(self) -> Daemon:
+        # A runtime folder of its own: kron's control socket defaults to $XDG_RUNTIME_DIR/kron.sock,
+        # so daemons side by side (or one already running on this machine) would collide.
+        runtime = self.log_path.with_name(self.log_path.stem + ".run")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=env,
+            )
+        self.started = time.time()
+        _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_s(self) -> float:
+        """utime + stime of the runner process itself (all its threads, not its children)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def memory_kb(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) in KiB."""
+        values = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+        self.hwm_kb = max(self.hwm_kb, values.get("VmHWM", 0))
+        return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+    def wait_settled(
+        self, *, deadline: float, quiet_cpu_s: float = 0.02, window_s: float = 0.5
+    ) -> bool:
+        """Wait until start-up is over: two windows in a row with next to no CPU used.
+
+        Judged from outside (CPU time in /proc), not from the runner's own log.
+        """
+        time.sleep(min(1.0, max(0.0, deadline - time.time())))
+        quiet = 0
+        last = self.cpu_s()
+        while time.time() < deadline:
+            if not self.alive():
+                assert self.proc is not None
+                tail = " | ".join(
+                    self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                )
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} during start-up: {tail}"
+                )
+            time.sleep(window_s)
+            now_cpu = self.cpu_s()
+            quiet = quiet + 1 if now_cpu - last < quiet_cpu_s else 0
+            last = now_cpu
+            if quiet >= 2:
+                return True
+        self.notes.append("start-up had not settled by its deadline")
+        return False
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM, wait up to grace_s, then SIGKILL the whole process group; always reap."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with _suppress_lookup():
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.notes.append(f"did not stop within {grace_s:.0f} s of SIGTERM; killed")
+        with _suppress_lookup():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        _LIVE.discard(self)
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        return kind is not None and issubclass(kind, ProcessLookupError | PermissionError)
+
+
+def stop_all() -> None:
+    """Stop every daemon still alive (on exit, on Ctrl-C, on SIGTERM)."""
+    for daemon in list(_LIVE):
+        daemon.stop(grace_s=5.0)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall_s: float
+    cpu_s: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def timed(argv: Sequence[str], *, timeout_s: float) -> Timed:
+    """Run a command to its end; wall time from spawn to exit, CPU from the kernel's rusage."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(wall, cpu, result.returncode, result.stdout, result.stderr)
+
+
+# -- time ---------------------------------------------------------------------------------------
+
+
+def sleep_until(when: float) -> None:
+    while (left := when - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+def next_boundary(period_s: int, *, not_before: float) -> int:
+    """The first multiple of period_s (epoch seconds) at or after not_before."""
+    return int(math.ceil(not_before / period_s) * period_s)
+
+
+def wait_for(predicate, *, deadline: float, poll_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll predicate() until true or the deadline; return whether it came true."""
+    while True:
+        if predicate():
+            return True
+        if time.time() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
+def workdir(prefix: str) -> Path:
+    """A fresh temp folder, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix=f"kron-bench-{prefix}-"))
+    atexit.register(_rmtree, path)
+    return path
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- job timestamps -----------------------------------------------------------------------------
+
+
+def read_starts(path: Path) -> list[tuple[float, str]]:
+    """(timestamp, name) lines that jobs appended with `echo $(date +%s.%N) NAME >> FILE`."""
+    if not path.exists():
+        return []
+    starts = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            with contextlib.suppress(ValueError):  # a line torn by a killed job
+                starts.append((float(parts[0]), parts[1]))
+    return starts
+
+
+def stamp_command(out: Path, name: str) -> str:
+    """A shell command that records when it started, by its own clock read."""
+    return f"echo $(date +%s.%N) {name} >> {out}"
+
+
+def command_floor_ms(out: Path, *, samples: int = 20) -> tuple[float, float]:
+    """(median, max) ms from a timer firing to the job command's own timestamp, no scheduler.
+
+    A bare Python loop sleeps until the next quarter second and starts the same command the
+    runners start: the part of every latency that belongs to /bin/sh and date, not to a runner.
+    """
+    latencies = []
+    for i in range(samples):
+        slot = next_boundary(1, not_before=time.time() * 4 + 1) / 4
+        sleep_until(slot)
+        subprocess.run(["/bin/sh", "-c", stamp_command(out, f"floor-{i}")], check=True)
+        latencies.append(read_starts(out)[-1][0] - slot)
+    return median(latencies) * 1000, max(latencies) * 1000
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least p % of values at or below it."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
