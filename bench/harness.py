@@ -172,7 +172,18 @@ class Daemon:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.returncode is None and not self._exited()
+
+    def _exited(self) -> bool:
+        """Has the runner exited? Looked at without reaping it, so its pid stays reserved.
+
+        /proc/PID/stat says Z (zombie) until the bench reaps it in stop().
+        """
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat[stat.rindex(")") + 2 :].split()[0] == "Z"
 
     def cpu_s(self) -> float:
         """utime + stime of the runner process itself (all its threads, not its children)."""
@@ -222,16 +233,20 @@ class Daemon:
         """SIGTERM, wait up to grace_s, then SIGKILL the whole process group; always reap."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:
+            # Not reaped yet, so its pid, which is also its process group's id, cannot have
+            # been handed to another process: the group signal below reaches only this runner
+            # and what it left behind in its group.
             with _suppress_lookup():
                 os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
+            deadline = time.time() + grace_s
+            while not self._exited() and time.time() < deadline:
+                time.sleep(0.05)
+            if not self._exited():
                 self.notes.append(f"did not stop within {grace_s:.0f} s of SIGTERM; killed")
-        with _suppress_lookup():
-            os.killpg(self.pid, signal.SIGKILL)
-        self.proc.wait()
+            with _suppress_lookup():
+                os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
         _LIVE.discard(self)
 
     def __enter__(self) -> Daemon:
