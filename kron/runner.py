@@ -35,6 +35,7 @@ LATE_TOLERANCE = timedelta(seconds=60)
 # At most this many missed slots are listed one by one after a long outage; older ones are
 # summed up in a single record, so a year of downtime of a seconds job costs no more.
 MAX_MISSED_LISTED = 1000
+MEMO_SIZE = 4096  # next-fire results kept between fires (pure function of schedule and time)
 
 Execute = Callable[..., Awaitable[ActionResult]]
 
@@ -114,6 +115,10 @@ class Scheduler:
         self._stopping = False
         self._limit = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self._listeners: list[Callable[[Event], None]] = []
+        self._next_memo: dict[tuple[Schedule, datetime], datetime | None] = {}
+        self._due_memo: dict[
+            tuple[Schedule, datetime, datetime], tuple[list[datetime], datetime | None]
+        ] = {}
         self._ended_listeners: list[Callable[[spec.Job, RunEnded], None]] = []
 
     # -- wiring -----------------------------------------------------------------------------
@@ -227,12 +232,21 @@ class Scheduler:
         js.fire_at = None
         if not job.enabled or js.paused:
             return
-        slot = job.schedule.next_fire(js.cursor)
+        slot = self._next_fire(job.schedule, js.cursor)
         if slot is None:
             return
         js.fire_at = slot + jitter_offset(job.id, job.jitter)
         heapq.heappush(self._heap, (js.fire_at, next(self._seq), job.id, js.generation))
         self._wake.set()
+
+    def _next_fire(self, schedule: Schedule, after: datetime) -> datetime | None:
+        """schedule.next_fire, remembered: 500 jobs on one expression due together cost one."""
+        key = (schedule, after)
+        if key not in self._next_memo:
+            if len(self._next_memo) > MEMO_SIZE:
+                self._next_memo.clear()
+            self._next_memo[key] = schedule.next_fire(after)
+        return self._next_memo[key]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -240,6 +254,7 @@ class Scheduler:
         """Sleep until the earliest fire, handle what is due, repeat until stop()."""
         while not self._stopping:
             now = self._clock.now()
+            self._due_memo.clear()  # valid for one `now` only
             while self._heap and self._heap[0][0] <= now:
                 _, _, job_id, generation = heapq.heappop(self._heap)
                 js = self._jobs.get(job_id)
@@ -265,7 +280,10 @@ class Scheduler:
         """Handle every slot of one job that is due by `now`, then arm its next fire."""
         job = js.job
         offset = jitter_offset(job.id, job.jitter)
-        slots, earlier = due_slots(job.schedule, js.cursor, now - offset)
+        key = (job.schedule, js.cursor, now - offset)
+        if key not in self._due_memo:
+            self._due_memo[key] = due_slots(*key)
+        slots, earlier = self._due_memo[key]
         if slots:
             newest = slots[-1]
             on_time = now - (newest + offset) <= LATE_TOLERANCE
