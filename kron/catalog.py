@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ class Catalog:
             return _load_chunk(files, self.jobs_dir, self.settings)
         chunks = [files[i::workers] for i in range(workers)]
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers - 1) as pool:
+        with context.Pool(workers - 1, initializer=quiet_worker) as pool:
             pending = [
                 pool.apply_async(_load_chunk, (chunk, self.jobs_dir, self.settings))
                 for chunk in chunks[1:]
@@ -237,6 +238,17 @@ class Catalog:
 _Loaded = tuple[Path, "tuple[int, int, int] | None", "spec.Job | None", list[Problem]]
 PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
 MAX_WORKERS = 4
+
+
+def quiet_worker() -> None:
+    """Make a forked worker deaf to the parent's signal handling.
+
+    A fork inherits asyncio's signal wakeup fd: the SIGTERM that ends a pool worker would be
+    written into the daemon's own loop and stop the daemon. Workers take default handlers.
+    """
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:

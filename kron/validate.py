@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from kron import spec
-from kron.catalog import MAX_WORKERS, PARALLEL_MIN, LoadResult, load_dir
+from kron.catalog import MAX_WORKERS, PARALLEL_MIN, LoadResult, load_dir, quiet_worker
 from kron.errors import Problem, SpecError
 from kron.loader import check_graph, discover, job_id_for, load_job, load_settings
 
@@ -135,7 +135,9 @@ def _check_folder(home: Path, report: Report, now: datetime) -> None:
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
     if len(files) >= PARALLEL_MIN and workers > 1:
         chunks = [files[i::workers] for i in range(workers)]
-        with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            workers - 1, initializer=quiet_worker
+        ) as pool:
             pending = [pool.apply_async(_check_files, (c, home, settings, now)) for c in chunks[1:]]
             checked = _check_files(chunks[0], home, settings, now)
             for result in pending:

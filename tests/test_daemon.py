@@ -372,3 +372,28 @@ def test_the_global_agent_budget_in_kron_toml_refuses_a_run_once_spent(jobs_dir:
         assert "budget" in refused.error
 
     with_daemon(jobs_dir, clock, body)
+
+
+def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
+    jobs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pool workers inherit asyncio's signal wakeup fd; their SIGTERM at the end of the load
+    # must not reach the daemon's loop as its own.
+    from kron import catalog
+
+    monkeypatch.setattr(catalog, "PARALLEL_MIN", 10)
+    for i in range(40):
+        write_job(
+            jobs_dir,
+            f"j{i:02}.toml",
+            'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n',
+        )
+    clock = FakeClock(T0)
+
+    async def body(daemon: Daemon, events: Events) -> None:
+        assert len(daemon.catalog.active) == 40
+        await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
+        await events.until(lambda e: len(e.ended()) == 40)
+        assert not daemon._stop.is_set()
+
+    with_daemon(jobs_dir, clock, body)
