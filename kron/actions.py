@@ -12,7 +12,7 @@ import enum
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -170,6 +170,32 @@ def connection_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def run_job_process(
+    job: spec.Job,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stop: asyncio.Event,
+    on_spawn: Callable[[int], None] | None = None,
+    stdin_data: bytes | None = None,
+) -> ProcessResult:
+    """Run argv as the job's process: its folder, umask, user, timeout, grace and output bound."""
+    return await run_process(
+        argv,
+        cwd=str(working_dir(job)),
+        env=env,
+        umask=job.umask,
+        user=job.user,
+        group=job.group,
+        timeout=job.timeout,
+        kill_grace=job.kill_grace,
+        max_output=job.max_output,
+        stop=stop,
+        on_spawn=on_spawn,
+        stdin_data=stdin_data,
+    )
+
+
 def from_process(result: ProcessResult, **extra: Any) -> ActionResult:
     """An ActionResult carrying what a child process did."""
     return ActionResult(
@@ -284,19 +310,7 @@ async def _run_action(
 ) -> ActionResult:
     action = job.action
     if isinstance(action, spec.CommandAction | spec.ShellAction):
-        result = await run_process(
-            action.argv,
-            cwd=str(working_dir(job)),
-            env=env,
-            umask=job.umask,
-            user=job.user,
-            group=job.group,
-            timeout=job.timeout,
-            kill_grace=job.kill_grace,
-            max_output=job.max_output,
-            stop=stop,
-            on_spawn=on_spawn,
-        )
+        result = await run_job_process(job, action.argv, env=env, stop=stop, on_spawn=on_spawn)
         return from_process(result)
     if isinstance(action, spec.HttpAction):
         from kron.http_action import run_http

@@ -25,11 +25,11 @@ from kron.actions import (
     Interrupted,
     connection_reason,
     from_process,
+    run_job_process,
     until_stopped,
-    working_dir,
 )
 from kron.http_action import client
-from kron.process import OutputBuffer, run_process
+from kron.process import OutputBuffer
 from kron.units import format_duration
 
 __all__ = ["AgentBudget", "Ticket", "run_agent"]
@@ -226,16 +226,10 @@ async def _cli(
     """Run the agent CLI: the prompt replaces a `{prompt}` argument, else goes on stdin."""
     in_argv = PROMPT_ARGUMENT in command
     argv = [action.prompt if arg == PROMPT_ARGUMENT else arg for arg in command]
-    result = await run_process(
+    result = await run_job_process(
+        job,
         argv,
-        cwd=str(working_dir(job)),
         env=env,
-        umask=job.umask,
-        user=job.user,
-        group=job.group,
-        timeout=job.timeout,
-        kill_grace=job.kill_grace,
-        max_output=job.max_output,
         stop=stop,
         on_spawn=on_spawn,
         stdin_data=None if in_argv else action.prompt.encode(),
