@@ -223,14 +223,21 @@ def test_the_container_is_named_and_labelled_after_the_job_and_run(
     )
     seen: list[list[str]] = []
 
+    def running() -> list[Any]:
+        return clean.containers.list(filters={"label": "kron.job", "status": "running"})  # type: ignore[no-any-return]
+
     async def main() -> ActionResult:
         stop = asyncio.Event()
         task = asyncio.ensure_future(execute(job, run_env={"KRON_RUN_ID": "01a2b3"}, stop=stop))
-        await until_true(lambda: bool(kron_containers(clean)))
-        seen.append(kron_containers(clean))
-        labels = clean.containers.get(seen[0][0]).labels
-        seen.append([labels["kron.job"], labels["kron.run_id"]])
-        stop.set()
+        try:
+            # Read name and labels from one listing of the running container: a separate
+            # inspect could race the engine on a loaded machine.
+            await until_true(lambda: bool(running()))
+            [container] = running()
+            seen.append([container.name])
+            seen.append([container.labels["kron.job"], container.labels["kron.run_id"]])
+        finally:
+            stop.set()  # whatever happened above, the run ends and removes its container
         return await task
 
     result = asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
