@@ -487,7 +487,7 @@ def build_job(
     job = spec.Job(
         id=job_id,
         path=doc.path,
-        config_sha=config_sha(data),
+        config_sha=config_sha(doc.text, settings.defaults),
         schedule=schedule,
         timezone=zone,
         timezone_explicit=zone_explicit,
@@ -540,12 +540,27 @@ def _mask(problem: Problem, secrets: Iterable[str]) -> Problem:
     )
 
 
-def config_sha(data: Mapping[str, Any]) -> str:
-    """A short hash of a job definition (defaults merged), carried by its run records."""
-    canonical = json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def config_sha(text: str, defaults: Mapping[str, Any]) -> str:
+    """A short hash of a job definition, carried by its run records: the file as committed
+    (so it matches what a reviewer saw) and the kron.toml defaults merged under it."""
+    digest = hashlib.sha256(text.encode())
+    digest.update(_defaults_digest(defaults))
+    return digest.hexdigest()[:16]
+
+
+_DEFAULTS_DIGESTS: dict[int, tuple[Mapping[str, Any], bytes]] = {}
+
+
+def _defaults_digest(defaults: Mapping[str, Any]) -> bytes:
+    """The defaults' digest, computed once per settings object, not once per job file."""
+    known = _DEFAULTS_DIGESTS.get(id(defaults))
+    if known is not None and known[0] is defaults:
+        return known[1]
+    canonical = json.dumps(defaults, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(canonical.encode()).digest()
+    _DEFAULTS_DIGESTS.clear()
+    _DEFAULTS_DIGESTS[id(defaults)] = (defaults, digest)
+    return digest
 
 
 def _problems_from_schema(doc: Document, display: str, name: str, data: Any) -> list[Problem]:
