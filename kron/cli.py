@@ -117,10 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcome", help="only runs with this outcome (failed, timeout, skipped, ...)")
     p.add_argument("--since", help="only runs since a duration ago (2h, 7d) or an ISO time")
     p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument(
+        "--records-dir", type=Path, help="where the records are (as given to the daemon)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("show", parents=[common], help="one run's record and output")
     p.add_argument("run_id", help="a run id (a unique prefix is enough)")
+    p.add_argument(
+        "--records-dir", type=Path, help="where the records are (as given to the daemon)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of job files")
@@ -333,9 +339,12 @@ def _cmd_daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _records_root(jobs_dir: Path) -> Path:
+def _records_root(jobs_dir: Path, override: Path | None = None) -> Path:
+    """Where the records are: --records-dir, else kron.toml's records_dir, else the jobs dir."""
     from kron.loader import load_settings
 
+    if override is not None:
+        return override
     settings, _ = load_settings(jobs_dir)
     return settings.records_dir or jobs_dir
 
@@ -533,9 +542,12 @@ def _cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.history import runs
 
     since = _parse_since(args.since) if args.since else None
-    found = runs(_records_root(args.jobs_dir), job=args.job, outcome=args.outcome, since=since)[
-        : args.n
-    ]
+    found = runs(
+        _records_root(args.jobs_dir, args.records_dir),
+        job=args.job,
+        outcome=args.outcome,
+        since=since,
+    )[: args.n]
     if args.json:
         json.dump(found, out, indent=2, ensure_ascii=False)
         out.write("\n")
@@ -624,7 +636,7 @@ def _print_record(record: dict[str, Any], out: TextIO, *, as_json: bool) -> None
 def _cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.history import find_run
 
-    lines = find_run(_records_root(args.jobs_dir), args.run_id)
+    lines = find_run(_records_root(args.jobs_dir, args.records_dir), args.run_id)
     if not lines:
         print(f"kron show: no run {args.run_id!r}", file=err)
         return EXIT_BAD

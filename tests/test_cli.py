@@ -191,3 +191,28 @@ def test_no_command_prints_help_and_exits_2() -> None:
     result = run_cli()
     assert result.code == 2
     assert "validate" in result.out
+
+
+def test_history_reads_a_records_dir_given_on_the_command_line(
+    jobs_dir: Path, write, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from kron import records
+
+    elsewhere = tmp_path / "records"
+    records.append(
+        elsewhere / "a.runs.jsonl",
+        {
+            "v": 1,
+            "run_id": "r1",
+            "job": "a",
+            "outcome": "succeeded",
+            "slot": "2026-01-01T00:00:00Z",
+        },
+    )
+    write("a.toml", GOOD)
+    assert run_cli("history", "--jobs-dir", jobs_dir, "--json").out == "[]\n"
+    found = json.loads(
+        run_cli("history", "--jobs-dir", jobs_dir, "--records-dir", elsewhere, "--json").out
+    )
+    assert [r["run_id"] for r in found] == ["r1"]
+    assert run_cli("show", "r1", "--jobs-dir", jobs_dir, "--records-dir", elsewhere).code == 0
