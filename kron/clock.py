@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 # The daemon sleeps until the next fire, but never longer than this, so a wall-clock step
-# (NTP, a suspended VM) is noticed within a minute. An idle daemon wakes once a minute: no polling.
+# (NTP, a suspended VM) is noticed within a minute: the scheduler itself wakes once a minute when
+# idle. (The file watcher's thread polls on its own every 30 ms: see kron/watch.py.)
 MAX_SLEEP_S = 60.0
 
 

@@ -17,7 +17,9 @@ log = logging.getLogger("kron.watch")
 
 # A change is applied once the directory has been quiet for STEP_MS, and at the latest after
 # DEBOUNCE_MS of continuous changes (a long `git checkout` is applied in consistent batches).
-# watchfiles' defaults (1600 ms) would make every edit wait over a second and a half.
+# watchfiles' defaults (1600 ms) would make every edit wait over a second and a half. Its Rust
+# watcher sleeps STEP_MS between checks even when nothing changes: that is the daemon's idle
+# CPU (about 0.1 s a minute here), the price of an edit going live within about 60 ms.
 STEP_MS = 30
 DEBOUNCE_MS = 400
 RUST_TIMEOUT_MS = 5000  # the watching thread checks for a stop at least this often
