@@ -18,8 +18,8 @@ HOST = socket.gethostname()
 
 
 def new_run_id() -> str:
-    """A sortable id: milliseconds since the epoch, then randomness (20 hex digits)."""
-    return f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"[:20].rjust(20, "0")
+    """A sortable id: milliseconds since the epoch (11 hex digits), then 9 random ones."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(5)[:9]}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

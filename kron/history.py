@@ -26,7 +26,6 @@ def runs(
     job: str | None = None,
     outcome: str | None = None,
     since: datetime | None = None,
-    include_started: bool = False,
 ) -> list[dict[str, Any]]:
     """Records matching the filters, newest first; a run still going shows its started line."""
     if job is not None:
@@ -48,11 +47,7 @@ def runs(
     for record in found.values():
         if outcome and record.get("outcome") != outcome:
             continue
-        if (
-            not include_started
-            and record.get("outcome") == records.STARTED_OUTCOME
-            and outcome is None
-        ):
+        if record.get("outcome") == records.STARTED_OUTCOME and outcome is None:
             shown = {**record, "outcome": "running"}
         else:
             shown = record
