@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Protocol
 
 # The daemon sleeps until the next fire, but never longer than this, so a wall-clock step
 # (NTP, a suspended VM) is noticed within a minute: the scheduler itself wakes once a minute when
-# idle. (The file watcher's thread polls on its own every 30 ms: see kron/watch.py.)
+# idle.
 MAX_SLEEP_S = 60.0
+# Linux lets a poll or epoll timeout run late by 0.1% of its length (up to 100 ms, to batch
+# wake-ups: `select_estimate_accuracy`), epoll counts whole milliseconds, rounded up, and a
+# virtual CPU woken from idle adds up to a millisecond more. A plain asyncio sleep of 45 s would
+# start a job 45 ms late. So the clock wakes early by that slack plus FINISH_S and sleeps the
+# rest on the loop's thread with a monotonic-clock sleep, which the kernel keeps to about 50 µs
+# (the timer slack): the loop pauses at most FINISH_S once per fire instant.
+SLACK_RATIO = 0.001
+FINISH_S = 0.0025
 
 
 class Clock(Protocol):
@@ -39,4 +48,14 @@ class RealClock:
 
     async def sleep_until(self, when: datetime) -> None:
         delay = (when - self.now()).total_seconds()
-        await asyncio.sleep(min(max(0.0, delay), MAX_SLEEP_S))
+        if delay > FINISH_S:
+            # Early by the kernel's slack: the caller sees the time has not come and calls
+            # again with a delay short enough to be kept to the microsecond.
+            await asyncio.sleep(min(delay - delay * SLACK_RATIO - FINISH_S, MAX_SLEEP_S))
+        elif delay > 0:
+            _sleep_on_thread(delay)
+
+
+def _sleep_on_thread(seconds: float) -> None:
+    """Sleep less than FINISH_S on the loop's thread: a bounded pause, to the microsecond."""
+    time.sleep(seconds)
