@@ -380,6 +380,31 @@ def command_floor_ms(out: Path, *, samples: int = 20) -> tuple[float, float]:
     return median(latencies) * 1000, max(latencies) * 1000
 
 
+def burst_floor_ms(out: Path, *, jobs: int = 500, samples: int = 3) -> tuple[float, float]:
+    """(median, worst) ms from a slot until the last of `jobs` commands started, no scheduler.
+
+    A bare loop starts the burst's command `jobs` times with os.posix_spawn, as fast as the
+    machine forks, without pipes, process groups or records: on a small machine the commands'
+    own start-up (`/bin/sh`, then `date`) competes for the CPUs, and this is what is left of a
+    burst target once that is paid.
+    """
+    lasts = []
+    for k in range(samples):
+        slot = next_boundary(1, not_before=time.time() + 0.5)
+        sleep_until(slot)
+        pids = [
+            os.posix_spawn(
+                "/bin/sh", ["/bin/sh", "-c", stamp_command(out, f"floor-{k}-{i}")], os.environ
+            )
+            for i in range(jobs)
+        ]
+        for pid in pids:
+            os.waitpid(pid, 0)
+        starts = [ts for ts, name in read_starts(out) if name.startswith(f"floor-{k}-")]
+        lasts.append((max(starts) - slot) * 1000)
+    return median(lasts), max(lasts)
+
+
 # -- statistics ---------------------------------------------------------------------------------
 
 
