@@ -417,7 +417,8 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         _dump(body, out)
         return EXIT_OK
-    print(f"kron {body['version']} (pid {body['pid']}), up since {body['started_at']}", file=out)
+    since = str(body["started_at"]).partition(".")[0].removesuffix("Z") + "Z"  # whole seconds
+    print(f"kron {body['version']} (pid {body['pid']}), up since {since}", file=out)
     print(f"jobs:    {body['jobs_loaded']} loaded from {body['jobs_dir']}", file=out)
     print(f"records: {body['records_dir']}", file=out)
     if body["paused"]:

@@ -109,6 +109,8 @@ def test_status_reports_the_daemon_its_jobs_and_invalid_files(daemon: Daemon) ->
     assert text.code == 0
     assert "jobs:    3 loaded from" in text.out
     assert "invalid files: 1" in text.out
+    since = body["started_at"].partition(".")[0].removesuffix("Z")
+    assert f"up since {since}Z\n" in text.out  # whole seconds for people, exact in --json
 
 
 def test_list_shows_every_job_and_filters_by_tag(daemon: Daemon) -> None:
