@@ -513,3 +513,37 @@ def test_cancel_stops_the_tree_and_records_cancelled(jobs_dir: Path) -> None:
             os.killpg(run.pgid, 0)
 
     drive(body)
+
+
+# -- next-fire memo -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone"),
+    [
+        ("30 2 * * *", "Europe/Berlin"),  # a fixed time across both DST changes
+        ("*/20 * * * *", "America/New_York"),
+        ("0 * * * *", "Australia/Lord_Howe"),  # a 30-minute DST shift
+        ("@every 7m", "UTC"),
+        ("@at 2026-10-25T02:30", "Europe/Berlin"),
+        ("@manual", "UTC"),
+    ],
+)
+def test_the_remembered_next_fire_equals_the_schedule_for_any_order_of_questions(
+    expr: str, zone: str
+) -> None:
+    import random
+    from zoneinfo import ZoneInfo
+
+    from kron.schedule import parse_schedule
+
+    schedule = parse_schedule(expr, ZoneInfo(zone))
+    scheduler = Scheduler(clock=FakeClock(datetime(2026, 10, 24, tzinfo=UTC)))
+    start = datetime(2026, 10, 24, 12, tzinfo=UTC)
+    rng = random.Random(7)
+    # Cursors of many jobs: ascending runs, repeats, steps back, and slots themselves.
+    afters = sorted(start + timedelta(seconds=rng.uniform(0, 3 * 86400)) for _ in range(300))
+    afters += [start + timedelta(seconds=rng.uniform(0, 3 * 86400)) for _ in range(300)]
+    afters += [s for a in afters[:50] if (s := schedule.next_fire(a)) is not None]
+    for after in afters:
+        assert scheduler._next_fire(schedule, after) == schedule.next_fire(after), after
