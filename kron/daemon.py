@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from kron.metrics import Metrics
 
 log = logging.getLogger("kron.daemon")
+AUDIT_MAX_BYTES = 16 * 1024 * 1024
 DELIVERY_DRAIN_S = 5.0  # at shutdown, after the runs: systemd's TimeoutStopSec allows for it
 
 
@@ -251,12 +252,13 @@ class Daemon:
         self.audit = AuditLog(kron_dir(root) / "audit.jsonl", self.clock)
         jobs = self.catalog.active
         self.apply(jobs, now=now, recover=True)
-        for job in jobs.values():
-            self.audit.write("load", job=job.id, path=job.path, config_sha=job.config_sha)
-        for path, problems in self.catalog.invalid_files.items():
-            self.audit.write(
-                "invalid", path=Path(path), error="; ".join(p.message for p in problems)
-            )
+        with self.audit.batch():
+            for job in jobs.values():
+                self.audit.write("load", job=job.id, path=job.path, config_sha=job.config_sha)
+            for path, problems in self.catalog.invalid_files.items():
+                self.audit.write(
+                    "invalid", path=Path(path), error="; ".join(p.message for p in problems)
+                )
         if first_boot:
             self.state.boot_id = self.boot_id
             for job in jobs.values():
@@ -434,40 +436,41 @@ class Daemon:
         assert self.state is not None
         started = started or time.perf_counter()
         now = self.clock.now()
-        if changes.settings_changed:
-            self.scheduler.policy = self.settings.policy
-            self.scheduler.set_max_concurrent(self.settings.max_concurrent)
-            self.budget.max_runs_per_day = self.settings.max_runs_per_day
-            self.budget.max_tokens_per_day = self.settings.max_tokens_per_day
-            self.audit.write("settings", path=self.settings.path)
-        for problem in changes.settings_problems:
-            (log.error if problem.severity == "error" else log.warning)(
-                "%s (kept the last good settings)", problem
-            )
-        for entry in changes.invalid:
-            _log_problems(entry.problems)
-            kept = " (its last good version stays scheduled)" if entry.job is not None else ""
-            log.error("%s: invalid%s", entry.path, kept)
-            self.audit.write(
-                "invalid",
-                job=entry.job_id,
-                path=entry.path,
-                error="; ".join(p.message for p in entry.errors),
-            )
-        for entry in changes.fixed:
-            log.info("%s: valid again", entry.path)
-        for job in changes.added:
-            self.state.first_seen.setdefault(job.id, now)
-            self.sink_retention(job)
-            self.scheduler.add(job, cursor=now, paused=job.id in self.state.paused, now=now)
-            self.audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
-        for job in changes.updated:
-            self.sink_retention(job)
-            self.scheduler.update(job)
-            self.audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
-        for job_id in changes.removed:
-            self.scheduler.remove(job_id)
-            self.audit.write("remove", job=job_id)
+        with self.audit.batch():  # a `git checkout` of 10,000 files: one write
+            if changes.settings_changed:
+                self.scheduler.policy = self.settings.policy
+                self.scheduler.set_max_concurrent(self.settings.max_concurrent)
+                self.budget.max_runs_per_day = self.settings.max_runs_per_day
+                self.budget.max_tokens_per_day = self.settings.max_tokens_per_day
+                self.audit.write("settings", path=self.settings.path)
+            for problem in changes.settings_problems:
+                (log.error if problem.severity == "error" else log.warning)(
+                    "%s (kept the last good settings)", problem
+                )
+            for entry in changes.invalid:
+                _log_problems(entry.problems)
+                kept = " (its last good version stays scheduled)" if entry.job is not None else ""
+                log.error("%s: invalid%s", entry.path, kept)
+                self.audit.write(
+                    "invalid",
+                    job=entry.job_id,
+                    path=entry.path,
+                    error="; ".join(p.message for p in entry.errors),
+                )
+            for entry in changes.fixed:
+                log.info("%s: valid again", entry.path)
+            for job in changes.added:
+                self.state.first_seen.setdefault(job.id, now)
+                self.sink_retention(job)
+                self.scheduler.add(job, cursor=now, paused=job.id in self.state.paused, now=now)
+                self.audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
+            for job in changes.updated:
+                self.sink_retention(job)
+                self.scheduler.update(job)
+                self.audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
+            for job_id in changes.removed:
+                self.scheduler.remove(job_id)
+                self.audit.write("remove", job=job_id)
         if changes.added:
             self._save_state()
         if changes:
@@ -573,11 +576,33 @@ def _log_problems(problems: list[Problem]) -> None:
 
 
 class AuditLog:
-    """Every load, change, removal and invalid file, as one JSON line each."""
+    """Every load, change, removal and invalid file, as one JSON line each.
+
+    The file is capped: past AUDIT_MAX_BYTES at start-up it becomes `audit.jsonl.1` (the one
+    before that is dropped), so a daemon restarted daily with 10,000 jobs keeps a bounded log.
+    """
 
     def __init__(self, path: Path, clock: Clock) -> None:
         self.path = path
         self._clock = clock
+        self._pending: list[dict[str, str | None]] | None = None
+        try:
+            if path.stat().st_size > AUDIT_MAX_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot rotate the audit log %s: %s", path, exc)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write every line logged inside the block at its end, with one `write`."""
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            self._append(pending)
 
     def write(
         self,
@@ -596,7 +621,13 @@ class AuditLog:
             "config_sha": config_sha,
             "error": error,
         }
+        if self._pending is not None:
+            self._pending.append(line)
+        else:
+            self._append([line])
+
+    def _append(self, lines: list[dict[str, str | None]]) -> None:
         try:
-            records.append(self.path, line)
+            records.append_many(self.path, lines)
         except OSError as exc:
             log.error("cannot write the audit log %s: %s", self.path, exc)

@@ -397,3 +397,30 @@ def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
         assert not daemon._stop.is_set()
 
     with_daemon(jobs_dir, clock, body)
+
+
+def test_the_audit_log_batches_lines_and_rotates_past_its_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kron import daemon as daemon_module
+    from kron.clock import RealClock
+
+    path = tmp_path / "audit.jsonl"
+    audit = daemon_module.AuditLog(path, RealClock())
+    with audit.batch():
+        for n in range(3):
+            audit.write("load", job=f"job-{n}")
+        assert not path.exists()  # nothing written until the batch ends
+    audit.write("remove", job="job-0")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["event"], e["job"]) for e in lines] == [
+        ("load", "job-0"),
+        ("load", "job-1"),
+        ("load", "job-2"),
+        ("remove", "job-0"),
+    ]
+    monkeypatch.setattr(daemon_module, "AUDIT_MAX_BYTES", path.stat().st_size - 1)
+    before = path.read_bytes()
+    daemon_module.AuditLog(path, RealClock()).write("load", job="job-9")
+    assert (tmp_path / "audit.jsonl.1").read_bytes() == before
+    assert [json.loads(line)["job"] for line in path.read_text().splitlines()] == ["job-9"]

@@ -151,6 +151,24 @@ def test_append_writes_one_compact_utf8_line(path: Path) -> None:
     assert path.read_bytes() == '{"v":1,"run_id":"r1","stdout":"héllo ✓\\n"}\n'.encode()
 
 
+def test_append_many_writes_whole_lines_in_one_write(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append(path, ended("r0"))
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(records.os, "write", counting_write)
+    records.append_many(path, [ended("r1"), ended("r2"), ended("r3")])
+    records.append_many(path, [])
+    assert len(writes) == 1
+    assert run_ids(path) == ["r0", "r1", "r2", "r3"]
+
+
 def test_append_creates_the_file_readable_by_its_group_only(path: Path, umask_022: None) -> None:
     append(path, ended("r1"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
