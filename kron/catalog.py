@@ -6,18 +6,29 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import signal
 import threading
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from kron import spec
 from kron.documents import is_job_file as _is_job_name
 from kron.errors import Problem, SpecError
-from kron.loader import SETTINGS_NAMES, check_graph, discover, job_id_for, load_job, load_settings
+from kron.loader import (
+    SETTINGS_NAMES,
+    check_graph,
+    compile_job_schema,
+    discover,
+    job_id_for,
+    load_job,
+    load_settings,
+)
+from kron.trust import Trust
 
 __all__ = ["Catalog", "Changes", "Entry", "LoadResult", "load_dir"]
 
@@ -154,21 +165,15 @@ class Catalog:
 
     def _load_all(self, files: list[Path]) -> list[_Loaded]:
         """Load files, on every core when there are many (a first load, a large checkout)."""
-        workers = min(os.cpu_count() or 1, MAX_WORKERS)
-        # Forking is safe only while this process has no other thread (the daemon's first load,
-        # `kron validate`); later reloads are small or run in the one thread.
-        if len(files) < PARALLEL_MIN or workers < 2 or threading.active_count() > 1:
+        workers = worker_count(len(files))
+        if workers < 2:
             return _load_chunk(files, self.jobs_dir, self.settings)
+        jobs_dir, settings = self.jobs_dir, self.settings
+        compile_job_schema()
         chunks = [files[i::workers] for i in range(workers)]
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers - 1, initializer=quiet_worker) as pool:
-            pending = [
-                pool.apply_async(_load_chunk, (chunk, self.jobs_dir, self.settings))
-                for chunk in chunks[1:]
-            ]
-            loaded = _load_chunk(chunks[0], self.jobs_dir, self.settings)
-            for result in pending:
-                loaded.extend(result.get())
+        loaded: list[_Loaded] = []
+        for part in in_parallel(lambda chunk: _load_chunk(chunk, jobs_dir, settings), chunks):
+            loaded.extend(part)
         return loaded
 
     def _settle(self, touched: set[str], changes: Changes) -> None:
@@ -238,13 +243,96 @@ class Catalog:
 _Loaded = tuple[Path, "tuple[int, int, int] | None", "spec.Job | None", list[Problem]]
 PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
 MAX_WORKERS = 4
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def worker_count(files: int) -> int:
+    """How many processes should load `files` files: 1 below PARALLEL_MIN, else one per core."""
+    if files < PARALLEL_MIN:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # pragma: no cover - macOS
+        cores = os.cpu_count() or 1
+    return min(cores, MAX_WORKERS)
+
+
+def in_parallel(work: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
+    """Return `[work(c) for c in chunks]`, the first chunk here and each other in a fork.
+
+    A forked child inherits its chunk, so nothing is pickled on the way in; only `work`'s
+    result comes back, through a pipe. This process works on its own chunk meanwhile.
+    """
+    if threading.active_count() > 1:
+        # A fork copies only the calling thread, and a lock another one held stays locked in
+        # the child. The daemon's first load and `kron validate` have one thread; otherwise
+        # the chunks are worked through here, in turn.
+        return [work(chunk) for chunk in chunks]
+    children: list[tuple[int, int]] = []
+    try:
+        for chunk in chunks[1:]:
+            read_fd, write_fd = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read_fd)
+                os.close(write_fd)
+                raise
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                os.close(read_fd)
+                _work_in_child(work, chunk, write_fd)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        results = [work(chunks[0])]
+        for pid, read_fd in children:
+            results.append(_result_of(pid, read_fd))
+    finally:
+        for pid, read_fd in children:
+            _reap(pid, read_fd)
+    return results
+
+
+def _work_in_child(work: Callable[[T], R], chunk: T, write_fd: int) -> None:  # pragma: no cover
+    """Run `work` in a forked child, send back (ok, result or traceback), and exit."""
+    code = 1
+    try:
+        quiet_worker()
+        try:
+            payload: tuple[bool, object] = (True, work(chunk))
+        except BaseException:  # anything goes back to the parent, as text
+            payload = (False, traceback.format_exc())
+        with open(write_fd, "wb") as out:
+            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+        code = 0
+    finally:
+        os._exit(code)  # never return into the parent's stack, flush its buffers or run atexit
+
+
+def _result_of(pid: int, read_fd: int) -> Any:
+    with open(read_fd, "rb", closefd=False) as source:
+        data = source.read()
+    try:
+        ok, value = pickle.loads(data)
+    except Exception:  # a child that died mid-way leaves a truncated pickle
+        raise RuntimeError(f"load worker {pid} ended without a result") from None
+    if not ok:
+        raise RuntimeError(f"load worker {pid} failed:\n{value}")
+    return value
+
+
+def _reap(pid: int, read_fd: int) -> None:
+    """Close the pipe (a child still writing then fails and exits) and wait for the child."""
+    os.close(read_fd)
+    os.waitpid(pid, 0)
 
 
 def quiet_worker() -> None:
     """Make a forked worker deaf to the parent's signal handling.
 
-    A fork inherits asyncio's signal wakeup fd: the SIGTERM that ends a pool worker would be
-    written into the daemon's own loop and stop the daemon. Workers take default handlers.
+    A fork inherits asyncio's signal wakeup fd: a SIGTERM or SIGINT that reaches a worker (a
+    Ctrl-C reaches the whole process group) would be written into the daemon's own loop and
+    stop the daemon. Workers take default handlers.
     """
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -253,12 +341,13 @@ def quiet_worker() -> None:
 
 def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:
     folders: dict[str, list[str]] = {}  # one verdict per folder per load
+    trust = Trust.current()
     loaded: list[_Loaded] = []
     for path in paths:
         seen = _identity(path)
         try:
             job, warnings = load_job(
-                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders
+                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
             )
         except SpecError as exc:
             loaded.append((path, seen, None, exc.problems))

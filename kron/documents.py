@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import yaml
+from typing import TYPE_CHECKING, Any, ClassVar
 
 try:  # the compiled parser of the same project as tomllib, same errors, ~3x faster
     import tomli as tomllib
@@ -19,43 +18,54 @@ except ImportError:  # pragma: no cover
 
 from kron.errors import Problem, SpecError
 
+if TYPE_CHECKING:
+    import yaml
+
 JOB_SUFFIXES = (".toml", ".yaml", ".yml")
+YAML_SUFFIXES = (".yaml", ".yml")
 MAX_DEPTH = 32
 MAX_NODES = 10_000
 
 
-class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe loader with YAML 1.2 booleans, dates left as strings, duplicate keys refused.
+@functools.cache
+def _yaml_loader() -> type[Any]:
+    """PyYAML and kron's loader, imported on the first YAML file (a TOML-only load never pays)."""
+    import yaml
 
-    PyYAML follows YAML 1.1, where `on:` (the key of every notify entry) is the boolean true
-    and `2026-12-01` is a date object; job files mean neither.
-    """
+    class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """Safe loader with YAML 1.2 booleans, dates left as strings, duplicate keys refused.
 
-    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
-        first: [
-            (tag, regexp)
-            for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
-        ]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
+        PyYAML follows YAML 1.1, where `on:` (the key of every notify entry) is the boolean
+        true and `2026-12-01` is a date object; job files mean neither.
+        """
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+            first: [
+                (tag, regexp)
+                for tag, regexp in resolvers
+                if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+            ]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
 
+        def construct_mapping(
+            self, node: yaml.MappingNode, deep: bool = False
+        ) -> dict[Hashable, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
-for _first in "tTfF":
-    _YamlLoader.yaml_implicit_resolvers.setdefault(_first, []).append(
-        ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
-    )
+    for first in "tTfF":
+        _YamlLoader.yaml_implicit_resolvers.setdefault(first, []).append(
+            ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
+        )
+    return _YamlLoader
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +78,7 @@ class Document:
 
     @property
     def is_yaml(self) -> bool:
-        return self.path.suffix in (".yaml", ".yml")
+        return str(self.path).endswith(YAML_SUFFIXES)
 
     def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
         """Return (line, column), 1-based, of the deepest part of `pointer` the file shows."""
@@ -77,14 +87,28 @@ class Document:
         return _toml_locate(self.text, pointer)
 
 
-def read_document(path: Path, *, max_size: int) -> Document:
-    """Read and parse one file; raise SpecError naming the file, line and column."""
+def read_document(
+    path: Path, *, max_size: int, vet: Callable[[os.stat_result], None] | None = None
+) -> Document:
+    """Read and parse one file; raise SpecError naming the file, line and column.
+
+    `vet` judges the file from the stat of the open file before a byte is read, and raises
+    SpecError to refuse it (kron's trust check); when the file cannot be opened it gets the
+    stat of the path, if there is one.
+    """
     shown = str(path)
     try:
         # O_NONBLOCK: a FIFO named like a job file must not hang the loader until a writer comes.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if vet is not None:
+            _vet_path(path, vet)
+        raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
+    try:
         try:
             st = os.fstat(fd)
+            if vet is not None:
+                vet(st)
             if not stat.S_ISREG(st.st_mode):
                 raise _fail(shown, "not a regular file; a job file is a plain text file")
             if st.st_size > max_size:
@@ -108,7 +132,7 @@ def read_document(path: Path, *, max_size: int) -> Document:
         raise _fail(shown, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line=line) from None
     if not text.strip():
         raise _fail(shown, "empty file; a job file holds one table of fields")
-    is_yaml = path.suffix in (".yaml", ".yml")
+    is_yaml = shown.endswith(YAML_SUFFIXES)
     data = _parse_yaml(shown, text) if is_yaml else _parse_toml(shown, text)
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
@@ -116,6 +140,15 @@ def read_document(path: Path, *, max_size: int) -> Document:
     if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
         _check_shape(shown, data)
     return Document(path, data, text)
+
+
+def _vet_path(path: Path, vet: Callable[[os.stat_result], None]) -> None:
+    """Let `vet` judge a file that cannot be opened (mode 000, say) by its stat alone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    vet(st)
 
 
 def _read_up_to(fd: int, limit: int) -> bytes:
@@ -151,11 +184,16 @@ def _parse_toml(path: str, text: str) -> Any:
 
 
 def _parse_yaml(path: str, text: str) -> Any:
+    import yaml
+
     try:
-        documents = list(yaml.load_all(text, Loader=_YamlLoader))
+        documents = list(yaml.load_all(text, Loader=_yaml_loader()))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "syntax error"
+        if "exceeded maximum nesting depth" in problem:
+            # PyYAML 6.0.3+ stops deep nesting itself; say what the TOML reader says.
+            raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
         if "could not determine a constructor" in problem or "!" in (exc.problem or ""):
             problem = f"{problem}; YAML tags are not allowed in job files"
         line = mark.line + 1 if mark else None
@@ -195,6 +233,8 @@ def _check_shape(path: str, data: Any) -> None:
 
 
 def _yaml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
+    import yaml
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:

@@ -17,11 +17,10 @@ from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kron import spec
-from kron.conditions import check_condition, check_http_url
 from kron.documents import Document, is_job_file, read_document
 from kron.errors import Problem, SpecError, ValueProblem
 from kron.schedule import ScheduleKind, parse_schedule
-from kron.trust import refusals
+from kron.trust import Trust, folder_refusals, refusals, stat_refusals
 from kron.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -47,6 +46,11 @@ def _fast_validator(name: str) -> Callable[[Any], Any]:
     # job's filled-in default would override a value from kron.toml's [defaults].
     validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name), use_default=False)
     return validator
+
+
+def compile_job_schema() -> None:
+    """Compile the job schema's validator now (~50 ms), so that forked loaders inherit it."""
+    _fast_validator("job")
 
 
 @functools.cache
@@ -320,6 +324,8 @@ def _action(b: _Builder, data: Mapping[str, Any]) -> spec.Action | None:
     if key == "shell":
         return spec.ShellAction(script=value)
     if key == "http":
+        from kron.conditions import check_http_url  # only jobs that use it pay for the import
+
         return spec.HttpAction(
             method=value.get("method", "GET"),
             url=b.convert(["http", "url"], check_http_url, value["url"], value["url"]),
@@ -343,6 +349,8 @@ def _action(b: _Builder, data: Mapping[str, Any]) -> spec.Action | None:
             workdir=value.get("workdir"),
             pull=value.get("pull", "missing"),
         )
+    from kron.conditions import check_http_url
+
     if "command" not in value and not ("endpoint" in value and "model" in value):
         b.problem(["agent"], "an agent needs `command` (an agent CLI) or `endpoint` and `model`")
     elif "command" in value and "endpoint" in value:
@@ -405,6 +413,35 @@ def _env(b: _Builder, data: Mapping[str, Any]) -> tuple[dict[str, str], frozense
     return env, frozenset(secret)
 
 
+# Defaults as shared constants: 10,000 jobs that leave a field out share one value for it.
+_ZERO = timedelta(0)
+_KILL_GRACE = timedelta(seconds=10)
+_RETRY_DELAY = timedelta(seconds=10)
+_RETRY_MAX_DELAY = timedelta(minutes=5)
+_ZERO_EXIT = frozenset({0})
+_KEEP_DEFAULT = spec.Retention(keep=1000, max_age=None)
+_NO_RETRY = spec.RetryPolicy(
+    attempts=1,
+    backoff=spec.Backoff.EXPONENTIAL,
+    delay=_RETRY_DELAY,
+    max_delay=_RETRY_MAX_DELAY,
+    jitter=_ZERO,
+    on=frozenset({spec.Outcome.FAILED}),
+)
+
+
+def _retry(b: _Builder, table: Mapping[str, Any]) -> spec.RetryPolicy:
+    """The [retry] table; each field it leaves out takes `_NO_RETRY`'s value."""
+    return spec.RetryPolicy(
+        attempts=table.get("attempts", _NO_RETRY.attempts),
+        backoff=spec.Backoff(table.get("backoff", _NO_RETRY.backoff.value)),
+        delay=b.duration(table, "delay", _NO_RETRY.delay, "retry"),
+        max_delay=b.duration(table, "max_delay", _NO_RETRY.max_delay, "retry"),
+        jitter=b.duration(table, "jitter", _NO_RETRY.jitter, "retry"),
+        on=frozenset(spec.Outcome(o) for o in table["on"]) if "on" in table else _NO_RETRY.on,
+    )
+
+
 def build_job(
     doc: Document, data: Mapping[str, Any], *, job_id: str, settings: spec.Settings, display: str
 ) -> tuple[spec.Job | None, list[Problem]]:
@@ -421,17 +458,11 @@ def build_job(
     expr = data.get("schedule", "@manual")
     schedule = b.convert(["schedule"], lambda e: parse_schedule(e, zone), expr, None)
     action = _action(b, data)
-    retry_data = data.get("retry", {})
-    retry = spec.RetryPolicy(
-        attempts=retry_data.get("attempts", 1),
-        backoff=spec.Backoff(retry_data.get("backoff", "exponential")),
-        delay=b.duration(retry_data, "delay", timedelta(seconds=10), "retry"),
-        max_delay=b.duration(retry_data, "max_delay", timedelta(minutes=5), "retry"),
-        jitter=b.duration(retry_data, "jitter", timedelta(0), "retry"),
-        on=frozenset(spec.Outcome(o) for o in retry_data.get("on", ["failed"])),
-    )
+    retry = _retry(b, data["retry"]) if "retry" in data else _NO_RETRY
     wait = None
     if "wait" in data:
+        from kron.conditions import check_condition  # only jobs that wait pay for the import
+
         w = data["wait"]
         wait = spec.WaitSpec(
             until=b.convert(["wait", "until"], check_condition, w["until"], ""),
@@ -441,21 +472,20 @@ def build_job(
             on_timeout=spec.WaitTimeoutAction(w.get("on_timeout", "fail")),
         )
     env, secret_env = _env(b, data)
-    base = doc.path.parent
     env_file = None
     if "env_file" in data:
-        env_file = base / data["env_file"]
+        env_file = doc.path.parent / data["env_file"]
         if not env_file.is_file():
             b.problem(["env_file"], f"env_file {str(env_file)!r} does not exist")
         for refusal in refusals(env_file):  # its values reach the job's environment
             b.problem(["env_file"], refusal)
-    records = data.get("records", {})
+    records = data.get("records")
     max_output = data.get("max_output", "64KiB")
     job_kwargs: dict[str, Any] = {
         "description": data.get("description", ""),
-        "jitter": b.duration(data, "jitter", timedelta(0)),
+        "jitter": b.duration(data, "jitter", _ZERO),
         "enabled": data.get("enabled", True),
-        "cwd": base / data["cwd"] if "cwd" in data else None,
+        "cwd": doc.path.parent / data["cwd"] if "cwd" in data else None,
         "env": env,
         "secret_env": secret_env,
         "env_file": env_file,
@@ -463,13 +493,15 @@ def build_job(
         "group": data.get("group"),
         "umask": int(data["umask"], 8) if "umask" in data else None,
         "timeout": b.maybe_duration(data, "timeout"),
-        "kill_grace": b.duration(data, "kill_grace", timedelta(seconds=10)),
+        "kill_grace": b.duration(data, "kill_grace", _KILL_GRACE),
         "concurrency": spec.Concurrency(data.get("concurrency", "forbid")),
         "catchup": spec.Catchup(data.get("catchup", "none")),
         "starting_deadline": b.maybe_duration(data, "starting_deadline"),
         "catchup_max": data.get("catchup_max", 10),
         "retry": retry,
-        "success_codes": frozenset(data.get("success_codes", [0])),
+        "success_codes": frozenset(data["success_codes"])
+        if "success_codes" in data
+        else _ZERO_EXIT,
         "max_output": b.convert(["max_output"], parse_size, max_output, 65536),
         "wait": wait,
         "triggers": tuple(data.get("triggers", ())),
@@ -478,7 +510,9 @@ def build_job(
         "tags": dict(data.get("tags", {})),
         "records": spec.Retention(
             keep=records.get("keep", 1000), max_age=b.maybe_duration(records, "max_age", "records")
-        ),
+        )
+        if records
+        else _KEEP_DEFAULT,
     }
     if action is not None and (why := policy_violation(action, settings.policy)):
         b.problem([next(k for k in spec.ACTION_KEYS if k in data)], why)
@@ -659,16 +693,23 @@ def load_job(
     settings: spec.Settings,
     job_id: str | None = None,
     folders_seen: dict[str, list[str]] | None = None,
+    trust: Trust | None = None,
 ) -> tuple[spec.Job, list[Problem]]:
     """Load one job file; return the Job and its warnings, or raise SpecError with every error.
 
-    `job_id` and `folders_seen` let a caller loading many files share work between them.
+    `job_id`, `folders_seen` and `trust` let a caller loading many files share work between
+    them.
     """
     display = str(path)
-    refused = refusals(path, root=jobs_dir, folders_seen=folders_seen)
-    if refused:
-        raise SpecError([Problem(path=display, message=m) for m in refused])
-    doc = read_document(path, max_size=settings.max_file_size)
+    trust = trust or Trust.current()
+    vet = None
+    if trust.enabled:
+        in_folders = folder_refusals(path, root=jobs_dir, trust=trust, folders_seen=folders_seen)
+        if in_folders:  # not even opened: whoever can write the folder may have swapped it
+            refused = refusals(path, trust=trust) + in_folders
+            raise SpecError([Problem(path=display, message=m) for m in refused])
+        vet = functools.partial(_vet, path, trust)
+    doc = read_document(path, max_size=settings.max_file_size, vet=vet)
     # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
     secrets = _secrets_in(doc.data, settings.defaults)
     problems = _problems_from_schema(doc, display, "job", doc.data)
@@ -678,10 +719,18 @@ def load_job(
     job, found = build_job(
         doc, data, job_id=job_id or job_id_for(path, jobs_dir), settings=settings, display=display
     )
-    found = [_mask(p, secrets) for p in found]
+    if secrets:
+        found = [_mask(p, secrets) for p in found]
     if job is None:
         raise SpecError([p for p in found if p.severity == "error"] or found)
     return job, found
+
+
+def _vet(path: Path, trust: Trust, st: os.stat_result) -> None:
+    """Refuse a job file by the stat of the open file (one stat per file, and the file read)."""
+    refused = stat_refusals(st, path, trust=trust)
+    if refused:
+        raise SpecError([Problem(path=str(path), message=m) for m in refused])
 
 
 def _secrets_in(*tables: Mapping[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ environment, which only the user starting kron controls.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pwd
@@ -24,12 +25,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "Trust", "refusals"]
+__all__ = ["ENV_VAR", "Trust", "folder_refusals", "refusals", "stat_refusals"]
 
 log = logging.getLogger("kron.trust")
 
 ENV_VAR = "KRON_TRUST"
 _OFF = ("off", "0", "no", "false")
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 _warned_off = False
 
 
@@ -85,6 +87,21 @@ def refusals(
     if not trust.enabled:
         return []
     found = _check(path, label, trust)
+    found.extend(folder_refusals(path, root=root, trust=trust, folders_seen=folders_seen))
+    return found
+
+
+def folder_refusals(
+    path: Path,
+    *,
+    root: Path | None,
+    trust: Trust,
+    folders_seen: dict[str, list[str]] | None = None,
+) -> list[str]:
+    """Why the folders from `path`'s up to `root` make it untrustworthy; see `refusals`."""
+    if not trust.enabled:
+        return []
+    found: list[str] = []
     for folder in _folders(path, root):
         if folders_seen is None:
             found.extend(_check(Path(folder), f"folder {folder}", trust))
@@ -95,20 +112,39 @@ def refusals(
     return found
 
 
-def _folders(path: Path, root: Path | None) -> list[str]:
+def stat_refusals(
+    st: os.stat_result, path: Path, *, trust: Trust, label: str | None = None
+) -> list[str]:
+    """Why kron must not read the file `st` describes, judged from a stat the caller holds.
+
+    A reader that has the file open passes its `fstat`: one system call serves the trust check
+    and the reading, and the file judged is the file read.
+    """
+    if not trust.enabled:
+        return []
+    return _judge(st, path, label, trust)
+
+
+def _folders(path: Path, root: Path | None) -> tuple[str, ...]:
     """The folders from the file's up to `root`, both included; none when outside `root`."""
     if root is None:
-        return []
+        return ()
     # Strings, not pathlib: this runs for every job file of every load.
+    return _folder_chain(os.path.dirname(path), os.fspath(root))
+
+
+@functools.lru_cache(maxsize=1024)
+def _folder_chain(parent: str, root: str) -> tuple[str, ...]:
+    """`_folders` by name alone (no file system access), so 10,000 files in one folder share it."""
     top = os.path.normpath(root)
-    folder = os.path.dirname(os.path.normpath(path))
+    folder = os.path.normpath(parent)
     if folder != top and not folder.startswith(top.rstrip(os.sep) + os.sep):
-        return []
+        return ()
     folders = [folder]
     while folder != top:
         folder = os.path.dirname(folder)
         folders.append(folder)
-    return folders
+    return tuple(folders)
 
 
 def _check(path: Path, label: str | None, trust: Trust) -> list[str]:
@@ -116,6 +152,12 @@ def _check(path: Path, label: str | None, trust: Trust) -> list[str]:
         st = os.stat(path)
     except OSError:
         return []
+    return _judge(st, path, label, trust)
+
+
+def _judge(st: os.stat_result, path: Path, label: str | None, trust: Trust) -> list[str]:
+    if st.st_uid in (0, trust.uid) and not st.st_mode & _WRITABLE_BY_OTHERS:
+        return []  # the common case, answered without building messages
     found = []
     if not trust.owner_trusted(st.st_uid):
         found.append(

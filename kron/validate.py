@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,9 +12,17 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from kron import spec
-from kron.catalog import MAX_WORKERS, PARALLEL_MIN, LoadResult, load_dir, quiet_worker
+from kron.catalog import LoadResult, in_parallel, load_dir, worker_count
 from kron.errors import Problem, SpecError
-from kron.loader import check_graph, discover, job_id_for, load_job, load_settings
+from kron.loader import (
+    check_graph,
+    compile_job_schema,
+    discover,
+    job_id_for,
+    load_job,
+    load_settings,
+)
+from kron.trust import Trust
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,26 +110,62 @@ def validate(paths: Sequence[Path], *, jobs_dir: Path, now: datetime | None = No
     return report
 
 
-_Checked = tuple[Path, str, JobSummary | None, list[Problem]]
+# What a valid job looks like in the report, apart from its id and path: 10,000 jobs usually
+# share a few dozen, so workers send each once and a number per file.
+_Shape = tuple[str, str, bool, tuple[str, ...], datetime | None]
+
+
+@dataclass(kw_only=True, slots=True)
+class _Checked:
+    """One chunk's verdicts, position by position (small, so a worker sends it back cheaply)."""
+
+    ids: list[str] = field(default_factory=list)
+    shape_of: list[int] = field(default_factory=list)  # index into shapes; -1 when invalid
+    shapes: list[_Shape] = field(default_factory=list)
+    problems: dict[int, list[Problem]] = field(default_factory=dict)  # by position, if any
 
 
 def _check_files(
-    paths: list[Path], jobs_dir: Path, settings: spec.Settings, now: datetime
-) -> list[_Checked]:
+    paths: list[Path], jobs_dir: Path, settings: spec.Settings, now: datetime, trust: Trust
+) -> _Checked:
     """Load each file as the daemon would; keep only what the report needs."""
-    checked: list[_Checked] = []
-    nexts: dict[Any, datetime | None] = {}  # 10,000 jobs usually share a few dozen schedules
+    checked = _Checked()
+    known: dict[_Shape, int] = {}
+    nexts: dict[Any, datetime | None] = {}
     folders: dict[str, list[str]] = {}
-    for path in paths:
+    for position, path in enumerate(paths):
         job_id = job_id_for(path, jobs_dir)
+        checked.ids.append(job_id)
         try:
             job, warnings = load_job(
-                path, jobs_dir=jobs_dir, settings=settings, job_id=job_id, folders_seen=folders
+                path,
+                jobs_dir=jobs_dir,
+                settings=settings,
+                job_id=job_id,
+                folders_seen=folders,
+                trust=trust,
             )
         except SpecError as exc:
-            checked.append((path, job_id, None, exc.problems))
-        else:
-            checked.append((path, job_id, JobSummary.of(job, now, nexts), warnings))
+            checked.shape_of.append(-1)
+            checked.problems[position] = exc.problems
+            continue
+        if warnings:
+            checked.problems[position] = warnings
+        schedule = job.schedule
+        if schedule not in nexts:
+            nexts[schedule] = schedule.next_fire(now)
+        shape = (
+            schedule.expr,
+            job.timezone.key,
+            job.timezone_explicit,
+            job.triggers,
+            nexts[schedule],
+        )
+        number = known.get(shape)
+        if number is None:
+            number = known[shape] = len(checked.shapes)
+            checked.shapes.append(shape)
+        checked.shape_of.append(number)
     return checked
 
 
@@ -132,35 +175,51 @@ def _check_folder(home: Path, report: Report, now: datetime) -> None:
     files, found = discover(home)
     report.problems.extend(problems)
     report.problems.extend(found)
-    workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    if len(files) >= PARALLEL_MIN and workers > 1:
-        chunks = [files[i::workers] for i in range(workers)]
-        with multiprocessing.get_context("fork").Pool(
-            workers - 1, initializer=quiet_worker
-        ) as pool:
-            pending = [pool.apply_async(_check_files, (c, home, settings, now)) for c in chunks[1:]]
-            checked = _check_files(chunks[0], home, settings, now)
-            for result in pending:
-                checked.extend(result.get())
-    else:
-        checked = _check_files(files, home, settings, now)
-    checked.sort(key=lambda item: item[0])
-    by_id: dict[str, list[Path]] = {}
-    for path, job_id, _, _ in checked:
-        by_id.setdefault(job_id, []).append(path)
+    trust = Trust.current()
+    workers = worker_count(len(files))
+    if workers > 1:
+        compile_job_schema()
+    chunks = [files[i::workers] for i in range(workers)]
+    parts = in_parallel(lambda chunk: _check_files(chunk, home, settings, now, trust), chunks)
+    # Chunk i holds files i, i + workers, ...: put the verdicts back in file order.
+    ids: list[str] = [""] * len(files)
+    summaries: list[JobSummary | None] = [None] * len(files)
+    problems_of: dict[int, list[Problem]] = {}
+    for first, part in enumerate(parts):
+        ids[first::workers] = part.ids
+        for position, (job_id, number) in enumerate(zip(part.ids, part.shape_of, strict=True)):
+            index = first + position * workers
+            if number >= 0:
+                schedule, zone, explicit, triggers, next_fire = part.shapes[number]
+                summaries[index] = JobSummary(
+                    id=job_id,
+                    path=files[index],
+                    schedule=schedule,
+                    timezone=zone,
+                    timezone_explicit=explicit,
+                    triggers=triggers,
+                    next_fire=next_fire,
+                )
+        for position, found_here in part.problems.items():
+            problems_of[first + position * workers] = found_here
+    by_id: dict[str, list[int]] = {}
+    for index, job_id in enumerate(ids):
+        by_id.setdefault(job_id, []).append(index)
     valid: dict[str, JobSummary] = {}
-    for path, job_id, summary, found_here in checked:
-        report.problems.extend(found_here)
-        others = [p for p in by_id[job_id] if p != path]
-        if others:
-            also = ", ".join(map(str, others))
+    for index, job_id in enumerate(ids):
+        report.problems.extend(problems_of.get(index, ()))
+        sharing = by_id[job_id]
+        if len(sharing) > 1:
+            also = ", ".join(str(files[i]) for i in sharing if i != index)
+            path = files[index]
             report.problems.append(
                 Problem(path=str(path), message=f"job id {job_id!r} is also defined by {also}")
             )
-        elif summary is not None:
+        elif (summary := summaries[index]) is not None:
             valid[job_id] = summary
-    report.problems.extend(check_graph(valid, files_by_id={k: v[0] for k, v in by_id.items()}))
-    report.files.extend(path for path, *_ in checked)
+    files_by_id = {job_id: files[indexes[0]] for job_id, indexes in by_id.items()}
+    report.problems.extend(check_graph(valid, files_by_id=files_by_id))
+    report.files.extend(files)
     report.jobs.extend(valid[k] for k in sorted(valid))
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import run_cli
 
@@ -216,3 +220,93 @@ def test_history_reads_a_records_dir_given_on_the_command_line(
     )
     assert [r["run_id"] for r in found] == ["r1"]
     assert run_cli("show", "r1", "--jobs-dir", jobs_dir, "--records-dir", elsewhere).code == 0
+
+
+def _mixed_jobs_dir(write) -> None:  # type: ignore[no-untyped-def]
+    """Every kind of finding, spread over folders so that each worker gets some of each."""
+    for i in range(12):
+        write(
+            f"team-{i % 3}/ok-{i:02}.toml",
+            f'schedule = "0 {i} 1 1 *"\ntimezone = "UTC"\ncommand = ["true"]\n',
+        )
+    write("a/same.toml", GOOD)
+    write("a/same.yaml", "schedule: '@yearly'\ntimezone: UTC\ncommand: ['true']\n")
+    write("bad.toml", 'schedule = "61 * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    write("broken.toml", 'schedule = ["x"\n')
+    write("no-zone.toml", 'schedule = "@yearly"\ncommand = ["true"]\n')
+    write("first.toml", GOOD + 'triggers = ["second", "nobody"]\n')
+    write("second.toml", GOOD + 'triggers = ["first"]\n')
+    write(
+        "secret.toml",
+        GOOD + 'timeout = "hunter2"\n[env]\nTOKEN = { value = "hunter2", secret = true }\n',
+    )
+
+
+def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
+    jobs_dir: Path, write, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from kron import validate
+
+    _mixed_jobs_dir(write)
+    for argv in (["-q"], ["--format", "json"], ["--format", "github"], []):
+        monkeypatch.setattr(validate, "worker_count", lambda files: 1)
+        alone = run_cli("validate", *argv, "--jobs-dir", jobs_dir)
+        monkeypatch.setattr(validate, "worker_count", lambda files: 3)
+        assert run_cli("validate", *argv, "--jobs-dir", jobs_dir) == alone
+        assert alone.code == 1
+    lines = [line.replace(str(jobs_dir) + "/", "") for line in alone.lines]
+    assert [line for line in lines if not line.startswith("ok ")] == [
+        "a/same.toml: job id 'a/same' is also defined by a/same.yaml",
+        "a/same.yaml: job id 'a/same' is also defined by a/same.toml",
+        "bad.toml:1:1: schedule: minute field '61' is not valid; expected 0-59",
+        "broken.toml:2:1: TOML: Unclosed array (at end of document)",
+        "no-zone.toml:1:1: warning: schedule: no timezone; read in UTC "
+        "(set `timezone` here or in kron.toml)",
+        "secret.toml:4:1: timeout: '***' is not a duration; "
+        "write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
+        "first.toml: triggers.1: unknown job 'nobody'",
+        "first.toml: triggers: trigger cycle: first -> second -> first",
+        "20 files: 15 valid, 6 with errors, 1 warnings",
+    ]
+    valid = [line.split(":")[0] for line in lines if line.startswith("ok ")]
+    assert valid == ["ok first", "ok no-zone", "ok second"] + [
+        f"ok team-{i % 3}/ok-{i:02}" for i in sorted(range(12), key=lambda i: (i % 3, i))
+    ]
+
+
+def test_validate_twice_in_one_process_sees_every_change_in_between(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("a.toml", GOOD)
+    assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
+        "1 files: 1 valid, 0 with errors, 0 warnings"
+    ]
+    path = write("a.toml", GOOD.replace("0 3 * * *", "0 0 31 2 *"))
+    assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
+        f"{path}:1:1: schedule: never fires: no date matches '0 0 31 2 *'",
+        "1 files: 0 valid, 1 with errors, 0 warnings",
+    ]
+    write("a.toml", GOOD)
+    jobs_dir.chmod(0o775)
+    assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
+        f"{path}: refused: folder {jobs_dir} is writable by group (mode 0775); "
+        f"run chmod g-w {jobs_dir}",
+        "1 files: 0 valid, 1 with errors, 0 warnings",
+    ]
+
+
+def test_validate_of_toml_files_imports_neither_yaml_nor_what_other_commands_need(
+    jobs_dir: Path, write
+) -> None:  # type: ignore[no-untyped-def]
+    # Start-up is most of a small validate: it loads only what reading TOML job files needs.
+    write("a.toml", GOOD)
+    probe = (
+        "import sys\n"
+        "from kron.cli import main\n"
+        f"main(['validate', '-q', '--jobs-dir', {str(jobs_dir)!r}])\n"
+        "heavy = ('yaml', 'jsonschema', 'multiprocessing', 'kron.conditions', 'kron.daemon')\n"
+        "print(*[name for name in heavy if name in sys.modules])\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert ran.stdout.splitlines() == ["1 files: 1 valid, 0 with errors, 0 warnings", ""]
+    write("b.yaml", "schedule: '@yearly'\ntimezone: UTC\ncommand: ['true']\n")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert ran.stdout.splitlines() == ["2 files: 2 valid, 0 with errors, 0 warnings", "yaml"]

@@ -365,3 +365,53 @@ def test_a_fifo_named_like_a_job_file_is_refused_without_hanging(
     os.mkfifo(fifo, 0o644)
     code, lines = validate(cli, jobs_dir)
     assert (code, lines[0]) == (1, f"{fifo}: not a regular file; a job file is a plain text file")
+
+
+@as_root
+def test_a_job_file_that_cannot_be_opened_is_still_refused_by_its_owner(
+    jobs_dir: Path, cli: Callable[..., CliResult]
+) -> None:
+    # A socket named like a job file: stat works, open fails (ENXIO).
+    import socket
+
+    path = jobs_dir / "x.toml"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        os.chown(path, STRANGER, STRANGER)
+        code, lines = validate(cli, jobs_dir)
+    assert (code, lines[0]) == (
+        1,
+        f"{path}: refused: owned by uid {STRANGER}; kron runs as root and reads only root's "
+        f"files; run chown root {path}",
+    )
+
+
+def test_a_job_file_is_judged_by_the_stat_of_the_open_file(jobs_dir: Path) -> None:
+    path = write_job(jobs_dir, "x.toml", JOB)
+    path.chmod(0o664)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    me = Trust.current()
+    assert trust.stat_refusals(st, path, trust=me) == [
+        f"refused: writable by group (mode 0664); run chmod g-w {path}"
+    ]
+    assert trust.stat_refusals(st, path, trust=Trust(uid=me.uid, enabled=False)) == []
+
+
+def test_the_jobs_directory_is_checked_when_given_as_a_relative_path(
+    jobs_dir: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_job(jobs_dir, "x.toml", JOB)
+    jobs_dir.chmod(0o775)
+    monkeypatch.chdir(jobs_dir)
+    result = cli("validate", "-q", "--jobs-dir", ".")
+    assert (result.code, result.lines) == (
+        1,
+        [
+            "x.toml: refused: folder . is writable by group (mode 0775); run chmod g-w .",
+            "1 files: 0 valid, 1 with errors, 0 warnings",
+        ],
+    )
