@@ -11,6 +11,7 @@ the inode lock for the whole write). Over NFS it is not, so records belong on a 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -418,6 +419,8 @@ def _time_field(record: Mapping[str, Any], name: str) -> datetime | None:
         return None
 
 
+# Times repeat: the cursors and first-seen times of jobs loaded together are one instant.
+@functools.lru_cache(maxsize=4096)
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp into an aware UTC datetime.
 
@@ -444,6 +447,7 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"{text!r} is out of range in UTC") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(dt: datetime) -> str:
     """Write an aware datetime as RFC 3339 UTC: `2026-11-22T03:00:00Z`, `...00.250000Z`.
 
