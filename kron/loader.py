@@ -199,7 +199,7 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
             if is_dir:
                 walk(Path(entry.path))
             elif is_job_file(entry.name) and not (
-                folder == jobs_dir and entry.name in SETTINGS_NAMES
+                entry.name in SETTINGS_NAMES and folder == jobs_dir
             ):
                 files.append(Path(entry.path))
 
@@ -799,7 +799,7 @@ def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path])
         stack.pop()
         state[node] = 2
 
-    for node in sorted(jobs):
+    for node in sorted(k for k, job in jobs.items() if job.triggers):  # others end no cycle
         if node not in state:
             visit(node)
     return problems
