@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,23 @@ def ensure_venv() -> None:
     marker = VENV / ".kron-pyproject-sha256"
     pyproject_sha = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     python = VENV_BIN / "python"
+    # Runners start as installed ones do, from cached bytecode: a shell that sets
+    # PYTHONDONTWRITEBYTECODE would make every start compile its sources again.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if not python.exists():
         say(f"creating {VENV.relative_to(REPO)}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if marker.exists() and marker.read_text() == pyproject_sha and _peers_installed():
-        return
+    if not (marker.exists() and marker.read_text() == pyproject_sha and _peers_installed()):
+        _install(python)
+        marker.write_text(pyproject_sha)
+    subprocess.run(  # a file that does not compile is only left to compile at import
+        [str(python), "-m", "compileall", "-q", str(REPO / "kron"), str(VENV / "lib")],
+        check=False,
+        capture_output=True,
+    )
+
+
+def _install(python: Path) -> None:
     say("installing yacron, APScheduler and kron (editable) into the bench venv")
     result = subprocess.run(  # noqa: PLW1510 (the exit code is checked below, with pip's output)
         [
@@ -63,7 +76,6 @@ def ensure_venv() -> None:
     )
     if result.returncode != 0:
         sys.exit(f"pip install failed:\n{result.stdout}{result.stderr}")
-    marker.write_text(pyproject_sha)
 
 
 def _peers_installed() -> bool:
@@ -146,6 +158,8 @@ class Daemon:
     started: float = 0.0
     hwm_kb: int = 0
     notes: list[str] = field(default_factory=list)
+    notify: bool = False  # listen as systemd would for the runner's sd_notify READY=1
+    _notify_socket: socket.socket | None = None
 
     def start(self) -> Daemon:
         # A runtime folder of its own: kron's control socket defaults to $XDG_RUNTIME_DIR/kron.sock,
@@ -153,6 +167,12 @@ class Daemon:
         runtime = self.log_path.with_name(self.log_path.stem + ".run")
         runtime.mkdir(mode=0o700, exist_ok=True)
         env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+        if self.notify:
+            address = runtime / "notify.sock"
+            address.unlink(missing_ok=True)
+            self._notify_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify_socket.bind(str(address))
+            env["NOTIFY_SOCKET"] = str(address)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 list(self.argv),
@@ -201,6 +221,19 @@ class Daemon:
         self.hwm_kb = max(self.hwm_kb, values.get("VmHWM", 0))
         return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
+    def ready_after(self, *, deadline: float) -> float | None:
+        """Seconds from exec to the runner's READY=1 on NOTIFY_SOCKET, or None by the deadline."""
+        assert self._notify_socket is not None, "start with notify=True"
+        while (left := deadline - time.time()) > 0:
+            self._notify_socket.settimeout(left)
+            try:
+                message = self._notify_socket.recv(4096)
+            except TimeoutError:
+                break
+            if b"READY=1" in message.split(b"\n"):
+                return time.time() - self.started
+        return None
+
     def wait_settled(
         self, *, deadline: float, quiet_cpu_s: float = 0.02, window_s: float = 0.5
     ) -> bool:
@@ -247,6 +280,9 @@ class Daemon:
             with _suppress_lookup():
                 os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait()
+        if self._notify_socket is not None:
+            self._notify_socket.close()
+            self._notify_socket = None
         _LIVE.discard(self)
 
     def __enter__(self) -> Daemon:

@@ -341,6 +341,11 @@ command 500 times with `os.posix_spawn` (no pipes, process groups, records or sc
 times. On a 2-core machine the 500 commands' own start-up (about 1.6 ms of CPU each for `sh`
 and `date`) competes with whoever starts them, so this is the least a burst can take here.
 
+Every runner starts from compiled bytecode, as an installed one does: the bench compiles the
+venv and kron's package first and clears `PYTHONDONTWRITEBYTECODE` for what it starts.
+kron's start-up (workload 5) is timed from exec to the `READY=1` it sends systemd (sd_notify)
+once its jobs are loaded and armed, read on a `NOTIFY_SOCKET` the bench listens on.
+
 The machine is not reserved: other work on it shows up in the load average above, and in
 wall-time figures more than in CPU figures.
 """

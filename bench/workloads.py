@@ -529,10 +529,17 @@ def run_reload(*, quick: bool) -> list[Row]:
     trials: list[Trial] = []
     available = True
     rng = random.Random(20)
-    daemon = Daemon(
-        "kron reload", daemon_argv("kron", jobs_dir, venv_command("kron")), root / "kron.log"
-    )
+    argv = daemon_argv("kron", jobs_dir, venv_command("kron"))
+    # Start-up: exec to READY=1 (sd_notify, sent once the jobs are loaded and armed), as
+    # systemd would see it; two starts on their own, the third is the one the edits use.
+    ready: list[float | None] = []
+    for k in range(2):
+        with Daemon(f"kron start {k + 1}", argv, root / "kron.log", notify=True) as starting:
+            ready.append(starting.ready_after(deadline=time.time() + 60))
+    daemon = Daemon("kron reload", argv, root / "kron.log", notify=True)
     with daemon:
+        ready.append(daemon.ready_after(deadline=time.time() + 60))
+        say(f"reload: exec to READY=1 with {RELOAD_JOBS:,} jobs: {ready} s")
         daemon.wait_settled(deadline=time.time() + 180)
         took = time.time() - daemon.started
         say(f"reload: kron settled with {RELOAD_JOBS:,} jobs after {took:.1f} s")
@@ -586,7 +593,18 @@ def run_reload(*, quick: bool) -> list[Row]:
     def share(flags: list[bool]) -> dict[str, float | str | None]:
         return {"kron": f"{sum(flags)}/{len(flags)}"}
 
+    started = [r for r in ready if r is not None]
     rows = [
+        Row(
+            f"start-up, {RELOAD_JOBS:,} jobs (kron only)",
+            "exec → READY=1 (sd_notify: loaded and armed), s, median of 3",
+            {"kron": median(started) if len(started) == len(ready) else None},
+            "s",
+            digits=2,
+            ratio=False,
+            target="≤ 1.5 s",
+            met=len(started) == len(ready) and median(started) <= 1.5,
+        ),
         Row(
             what,
             "edited 300 ms before a whole second: fired on that second",
