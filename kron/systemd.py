@@ -22,9 +22,6 @@ log = logging.getLogger("kron.systemd")
 # The variables systemd sets for the main process; children (the jobs) must not inherit them,
 # or a job that speaks sd_notify itself would talk to kron's service manager.
 _VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-# A blocked send would stall the event loop; systemd reads its socket at once, so a second is
-# already a sign that the manager is gone, and the message is dropped.
-_SEND_TIMEOUT_S = 1.0
 
 
 class Notifier:
@@ -92,7 +89,9 @@ class Notifier:
                 self._socket = socket.socket(
                     socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                 )
-                self._socket.settimeout(_SEND_TIMEOUT_S)
+                # Never wait: the loop that sends also starts jobs. systemd reads its socket at
+                # once; a full queue means the manager is not reading, and the message is dropped.
+                self._socket.setblocking(False)
             self._socket.sendto("\n".join(fields).encode(), target)
         except OSError as exc:
             # Once per failure streak: a manager that went away must not flood the log.

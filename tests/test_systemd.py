@@ -223,6 +223,26 @@ def test_a_manager_that_went_away_is_logged_once_and_never_raises(
         notifier.close()
 
 
+def test_a_manager_that_does_not_read_never_stalls_the_sender(
+    listener: Listener, notifier: Notifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fill the listener's queue, as a manager that stopped reading would let it fill.
+    with caplog.at_level(logging.WARNING, logger="kron.systemd"):
+        sent = 0
+        while notifier.status("x" * 1000):
+            sent += 1
+            assert sent < 100_000, "the queue never filled"
+        started = time.monotonic()
+        assert [notifier.ready(), notifier.reloading(), notifier.ready()] == [False] * 3
+        # A blocking send would wait for room: any wait at all would be a second or more.
+        assert time.monotonic() - started < 0.5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "Resource temporarily unavailable" in warnings[0]
+    listener.drain()
+    assert notifier.status("back") is True
+
+
 # -- the watchdog -----------------------------------------------------------------------------
 
 
