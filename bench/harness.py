@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -231,6 +232,9 @@ class Daemon:
             except TimeoutError:
                 break
             if b"READY=1" in message.split(b"\n"):
+                # From now on read and drop, as systemd does: a queue left full would make
+                # every later message fail.
+                threading.Thread(target=_drain, args=(self._notify_socket,), daemon=True).start()
                 return time.time() - self.started
         return None
 
@@ -281,6 +285,8 @@ class Daemon:
                 os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait()
         if self._notify_socket is not None:
+            with contextlib.suppress(OSError):
+                self._notify_socket.shutdown(socket.SHUT_RDWR)  # ends the drain's recv
             self._notify_socket.close()
             self._notify_socket = None
         _LIVE.discard(self)
@@ -290,6 +296,13 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _drain(sock: socket.socket) -> None:
+    sock.settimeout(None)
+    with contextlib.suppress(OSError):  # closed when the runner stops
+        while sock.recv(4096):
+            pass
 
 
 class _suppress_lookup:
