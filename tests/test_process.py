@@ -466,3 +466,17 @@ def test_stop_group_returns_the_signal_that_ended_the_group() -> None:
     first = run(stop_group(child.pid, grace, wait_exit=exited, reason="test"))
     again = run(stop_group(child.pid, grace, wait_exit=exited, reason="test again"))
     assert (first, again, child.returncode) == (signal.SIGTERM, None, -signal.SIGTERM)
+
+
+# stdin
+
+
+def test_stdin_data_reaches_the_child_whole_even_past_the_pipe_buffer() -> None:
+    data = os.urandom(1024 * 1024)  # 16 pipe buffers: written as the child reads
+    result = run(run_process(["wc", "-c"], stdin_data=data))
+    assert (result.exit_code, result.stdout.strip()) == (0, str(len(data)))
+
+
+def test_a_child_that_never_reads_its_stdin_ends_the_run_normally() -> None:
+    result = run(run_process(["sh", "-c", "exit 3"], stdin_data=b"x" * (1024 * 1024)))
+    assert (result.exit_code, result.error) == (3, None)
