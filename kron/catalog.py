@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from kron import spec
 from kron.documents import is_job_file as _is_job_name
-from kron.errors import Problem, SpecError
+from kron.errors import KronError, Problem, SpecError
 from kron.loader import (
     SETTINGS_NAMES,
     check_graph,
@@ -30,7 +30,11 @@ from kron.loader import (
 )
 from kron.trust import Trust
 
-__all__ = ["Catalog", "Changes", "Entry", "LoadResult", "load_dir"]
+__all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "load_dir"]
+
+
+class JobsDirGone(KronError):
+    """The jobs directory itself is missing: nothing is read, nothing is unscheduled."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -89,6 +93,7 @@ class Catalog:
 
     def scan(self) -> Changes:
         """(Re)read everything: kron.toml, then every job file."""
+        self._require_jobs_dir()
         settings, problems = load_settings(self.jobs_dir)
         settings_errors = [p for p in problems if p.severity == "error"]
         changes = Changes(settings_problems=problems)
@@ -104,8 +109,10 @@ class Catalog:
 
     def apply(self, paths: Iterable[Path]) -> Changes:
         """Re-read only what changed: files, folders (added, removed or renamed), kron.toml."""
+        self._require_jobs_dir()
         files: set[Path] = set()
         gone: set[Path] = set()
+        tree: list[Path] | None = None
         for raw in paths:
             path = Path(raw)
             try:
@@ -117,7 +124,11 @@ class Catalog:
             if len(relative.parts) == 1 and relative.name in SETTINGS_NAMES:
                 return self.scan()  # defaults and zone reach every job: re-merge them all
             if path.is_dir():
-                found, _ = discover(path)
+                if tree is None:
+                    # One walk from the top, as at start-up: a folder reached twice through a
+                    # symlink is read once, and under the same ids.
+                    tree, self.folder_problems = discover(self.jobs_dir)
+                found = [f for f in tree if _is_under(f, path)]
                 files.update(found)
                 gone.update(p for p in self.entries if _is_under(p, path) and p not in found)
             elif path.exists() and _is_job_name(path.name):
@@ -130,6 +141,7 @@ class Catalog:
 
     def refresh(self) -> Changes:
         """Re-read what changed on disk since it was read (by mtime, size and inode)."""
+        self._require_jobs_dir()
         files, self.folder_problems = discover(self.jobs_dir)
         changed = [
             p for p in files if p not in self.entries or self.entries[p].seen != _identity(p)
@@ -140,6 +152,14 @@ class Catalog:
             return self.scan()
         self._reload(changed, gone, changes)
         return changes
+
+    def _require_jobs_dir(self) -> None:
+        """A jobs directory moved away or unmounted is no reason to unschedule every job."""
+        if not self.jobs_dir.is_dir():
+            raise JobsDirGone(
+                f"the jobs directory {self.jobs_dir} is gone or not a folder; "
+                f"the {len(self.active)} jobs loaded stay scheduled until it is back"
+            )
 
     def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:
         touched: set[str] = set()

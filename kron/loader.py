@@ -168,6 +168,7 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
     files: list[Path] = []
     problems: list[Problem] = []
     seen_dirs: set[tuple[int, int]] = set()
+    top = os.path.realpath(jobs_dir)
 
     def walk(folder: Path) -> None:
         try:
@@ -181,6 +182,17 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
             problems.append(Problem(path=str(folder), message="symlink loop: folder already read"))
             return
         seen_dirs.add((st.st_dev, st.st_ino))
+        if folder != jobs_dir and os.path.islink(folder):
+            target = os.path.realpath(folder)
+            if top == target or top.startswith(target.rstrip(os.sep) + os.sep):
+                # A link to `/` or to `..` would have kron read a whole tree that is not jobs.
+                problems.append(
+                    Problem(
+                        path=str(folder),
+                        message=f"symlink loop: {target} holds the jobs directory; not read",
+                    )
+                )
+                return
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:

@@ -251,6 +251,20 @@ def test_symlink_loops_are_reported_per_file(jobs_dir, write):
     ]
 
 
+def test_a_folder_link_to_a_folder_above_the_jobs_directory_is_not_read(jobs_dir, write):
+    write("good.toml", GOOD)
+    (jobs_dir.parent / "outside.toml").write_text(GOOD)  # would load as up/outside
+    os.symlink("..", jobs_dir / "up")
+    os.symlink("/", jobs_dir / "root")
+    result = load_dir(jobs_dir)
+    assert list(result.jobs) == ["good"]
+    messages = sorted(e.replace(str(jobs_dir) + os.sep, "") for e in only_errors(result))
+    assert messages == [
+        "root: symlink loop: / holds the jobs directory; not read",
+        f"up: symlink loop: {os.path.realpath(jobs_dir.parent)} holds the jobs directory; not read",
+    ]
+
+
 def test_two_files_with_the_same_id_are_an_error_naming_both(jobs_dir, write):
     a = write("a.toml", GOOD)
     b = write("a.yaml", "schedule: '@daily'\ntimezone: UTC\ncommand: ['true']\n")
