@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from kron import records, spec
 from kron.actions import execute
 from kron.agent import AgentBudget
-from kron.catalog import Catalog, Changes
+from kron.catalog import Catalog, Changes, JobsDirGone
 from kron.chain import Chains
 from kron.clock import Clock, RealClock
 from kron.errors import KronError, Problem
@@ -491,33 +491,47 @@ class Daemon:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""
         from kron.watch import watch
 
+        failing = False  # said once per streak, not every 5 s (a jobs directory moved away)
+
         def ready() -> None:
+            nonlocal failing
+            failing = False
             # Files changed between the first load and now were not seen by the watcher.
             try:
                 self._apply(self.catalog.refresh())
+            except JobsDirGone as exc:
+                log.error("%s", exc)
             except Exception:
                 log.exception("re-checking %s failed", self.jobs_dir)
 
         while not self._stop.is_set():
             try:
                 async for paths in watch(self.jobs_dir, self._stop, on_ready=ready):
-                    try:
-                        self.reload(paths)
-                    except Exception:
-                        log.exception("reload failed; the jobs stay as they were")
+                    self._reload_logged(paths)
+            except OSError as exc:
+                if not failing:
+                    log.error("cannot watch %s: %s; retrying every 5 s", self.jobs_dir, exc)
+                failing = True
             except Exception:
                 log.exception(
                     "watching %s failed; retrying in 5 s (SIGHUP reloads meanwhile)", self.jobs_dir
                 )
+            if not self._stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 5)
 
-    def _on_sighup(self) -> None:
-        log.info("SIGHUP: re-reading %s", self.jobs_dir)
+    def _reload_logged(self, paths: set[Path] | None) -> None:
+        """reload(), with a failure logged: the jobs stay as they were."""
         try:
-            self.reload(None)
+            self.reload(paths)
+        except JobsDirGone as exc:
+            log.error("%s", exc)
         except Exception:
             log.exception("reload failed; the jobs stay as they were")
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: re-reading %s", self.jobs_dir)
+        self._reload_logged(None)
 
     async def serve(self, *, watch: bool = True) -> None:
         """Run until SIGTERM/SIGINT, then shut down within shutdown_grace."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from kron import records
 from kron.daemon import Daemon
@@ -267,5 +270,46 @@ def test_sighup_re_reads_everything(jobs_dir: Path) -> None:
         await until_true(lambda: daemon.reloads == before + 1)
         assert daemon.last_reload is None  # a full scan
         assert set(daemon.catalog.active) == {"a"}
+
+    live(jobs_dir, body)
+
+
+def test_a_jobs_directory_moved_away_keeps_its_jobs_until_it_is_back(
+    jobs_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_job(jobs_dir, "a.toml", job_text())
+    away = tmp_path / "away"
+
+    async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
+        with caplog.at_level(logging.ERROR, logger="kron.daemon"):
+            os.rename(jobs_dir, away)
+            await until_true(lambda: any("cannot watch" in m for m in caplog.messages))
+            assert "a" in daemon.catalog.active
+            assert fire_at(daemon, "a") is not None  # still scheduled
+            assert jobs_dir.name not in os.listdir(tmp_path)  # and nothing recreated it
+            write_job(away, "b.toml", job_text())
+            os.rename(away, jobs_dir)
+            # The watcher retries every 5 s; once back, what changed meanwhile is read.
+            await until_true(lambda: "b" in daemon.catalog.active, timeout=DEADLINE_S + 10)
+        gone = [m for m in caplog.messages if "is gone or not a folder" in m]
+        assert gone == [
+            f"the jobs directory {jobs_dir} is gone or not a folder; "
+            "the 1 jobs loaded stay scheduled until it is back"
+        ]
+        assert sum("cannot watch" in m for m in caplog.messages) == 1
+
+    live(jobs_dir, body)
+
+
+def test_a_folder_link_to_a_folder_above_is_not_followed_on_reload(jobs_dir: Path) -> None:
+    async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
+        folder = jobs_dir / "team"
+        folder.mkdir()
+        os.symlink("../..", folder / "up")  # would reach the jobs directory again, and more
+        (folder / "one.toml").write_text(job_text())
+        await until_true(lambda: "team/one" in daemon.catalog.active)
+        assert sorted(daemon.catalog.active) == ["team/one"]
+        problems = [p.message for p in daemon.catalog.folder_problems]
+        assert any("holds the jobs directory; not read" in m for m in problems), problems
 
     live(jobs_dir, body)
