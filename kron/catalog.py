@@ -130,7 +130,10 @@ class Catalog:
                     tree, self.folder_problems = discover(self.jobs_dir)
                 found = [f for f in tree if _is_under(f, path)]
                 files.update(found)
-                gone.update(p for p in self.entries if _is_under(p, path) and p not in found)
+                # `p == path`: a job file replaced by a folder of the same name is gone too.
+                gone.update(
+                    p for p in self.entries if (p == path or _is_under(p, path)) and p not in found
+                )
             elif path.exists() and _is_job_name(path.name):
                 files.add(path)
             else:

@@ -313,3 +313,16 @@ def test_a_folder_link_to_a_folder_above_is_not_followed_on_reload(jobs_dir: Pat
         assert any("holds the jobs directory; not read" in m for m in problems), problems
 
     live(jobs_dir, body)
+
+
+def test_a_job_file_replaced_by_a_folder_of_that_name_is_removed(jobs_dir: Path) -> None:
+    write_job(jobs_dir, "a.toml", job_text())
+
+    async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
+        assert "a" in daemon.catalog.active
+        os.unlink(jobs_dir / "a.toml")
+        os.mkdir(jobs_dir / "a.toml")
+        await until_true(lambda: "a" not in daemon.catalog.active)
+        assert fire_at(daemon, "a") is None
+
+    live(jobs_dir, body)
