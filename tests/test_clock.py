@@ -11,9 +11,8 @@ from kron import clock
 from kron.clock import RealClock
 
 
-def test_a_long_sleep_ends_before_its_time_by_at_least_the_finish(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def asked_to_sleep(monkeypatch: pytest.MonkeyPatch, ahead: timedelta) -> list[float]:
+    """What one sleep_until `ahead` from now asks asyncio to sleep, without sleeping."""
     asked: list[float] = []
 
     async def record(seconds: float) -> None:
@@ -21,10 +20,17 @@ def test_a_long_sleep_ends_before_its_time_by_at_least_the_finish(
 
     async def main() -> None:
         real = RealClock()
-        await real.sleep_until(real.now() + timedelta(seconds=30))
+        await real.sleep_until(real.now() + ahead)
 
     monkeypatch.setattr(clock.asyncio, "sleep", record)
     asyncio.run(main())
+    return asked
+
+
+def test_a_long_sleep_ends_before_its_time_by_at_least_the_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = asked_to_sleep(monkeypatch, timedelta(seconds=30))
     # 30 s less the kernel's 0.1 % (30 ms) and the finish: the caller then sleeps the rest.
     assert len(asked) == 1
     assert 30 - 0.030 - clock.FINISH_S - 0.01 <= asked[0] <= 30 - 0.030 - clock.FINISH_S
@@ -45,15 +51,4 @@ def test_the_last_stretch_never_ends_early() -> None:
 
 
 def test_a_sleep_is_capped_so_a_clock_step_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
-    asked: list[float] = []
-
-    async def record(seconds: float) -> None:
-        asked.append(seconds)
-
-    async def main() -> None:
-        real = RealClock()
-        await real.sleep_until(real.now() + timedelta(hours=5))
-
-    monkeypatch.setattr(clock.asyncio, "sleep", record)
-    asyncio.run(main())
-    assert asked == [clock.MAX_SLEEP_S]
+    assert asked_to_sleep(monkeypatch, timedelta(hours=5)) == [clock.MAX_SLEEP_S]
