@@ -1,5 +1,5 @@
 import sys
 
-from kron.cli import main
+from kron.cli.main import main
 
 sys.exit(main())

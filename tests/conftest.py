@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kron.cli import main
+from kron.cli.main import main
 
 
 @dataclass

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kron import spec
-from kron.events import Event, RunEnded, RunStarted
-from kron.loader import load_job, load_settings
+from kron.config.loader import load_job, load_settings
+from kron.model import job as spec
+from kron.model.run import Event, RunEnded, RunStarted
 
 DEADLINE_S = 20.0
 

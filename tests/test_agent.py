@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 
-from kron import records, spec
-from kron.actions import ActionResult, execute
-from kron.agent import AgentBudget
-from kron.catalog import load_dir
-from kron.daemon import RecordSink
-from kron.events import RunEnded, to_record
-from kron.loader import load_settings
-from kron.runner import Scheduler
+from kron.actions.agent import AgentBudget
+from kron.actions.dispatch import ActionResult, execute
+from kron.config.catalog import load_dir
+from kron.config.loader import load_settings
+from kron.engine import records
+from kron.engine.scheduler import Scheduler
+from kron.model import job as spec
+from kron.model.run import RunEnded, to_record
+from kron.service.daemon import RecordSink
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, until_true, write_job

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kron.catalog import in_parallel, load_dir, worker_count
+from kron.config.catalog import in_parallel, load_dir, worker_count
 
 
 def sum_with_pid(chunk: list[int]) -> tuple[int, int]:
@@ -80,7 +80,7 @@ def test_only_a_large_load_is_split(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_load_split_over_workers_finds_what_one_process_finds(
     jobs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kron import catalog
+    from kron.config import catalog
 
     for i in range(30):
         folder = jobs_dir / f"team-{i % 4}"

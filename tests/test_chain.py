@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from kron import records, spec
-from kron.chain import Chains, Consequence, consequence
-from kron.daemon import RecordSink
-from kron.events import HOST
-from kron.runner import Scheduler
-from kron.spec import Outcome, Trigger
-from kron.tree import last_outcomes, render_tree, roots
+from kron.config.graph import last_outcomes, render_tree, roots
+from kron.engine import records
+from kron.engine.chain import Chains, Consequence, consequence
+from kron.engine.scheduler import Scheduler
+from kron.model import job as spec
+from kron.model.job import Outcome, Trigger
+from kron.model.run import HOST
+from kron.service.daemon import RecordSink
 
 from .clock import FakeClock
 from .harness import Events, make_job, read_records, until_true

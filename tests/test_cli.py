@@ -200,7 +200,7 @@ def test_no_command_prints_help_and_exits_2() -> None:
 def test_history_reads_a_records_dir_given_on_the_command_line(
     jobs_dir: Path, write, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    from kron import records
+    from kron.engine import records
 
     elsewhere = tmp_path / "records"
     records.append(
@@ -245,7 +245,7 @@ def _mixed_jobs_dir(write) -> None:  # type: ignore[no-untyped-def]
 def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
     jobs_dir: Path, write, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from kron import validate
+    from kron.config import validate
 
     _mixed_jobs_dir(write)
     for argv in (["-q"], ["--format", "json"], ["--format", "github"], []):
@@ -300,9 +300,9 @@ def test_validate_of_toml_files_imports_neither_yaml_nor_what_other_commands_nee
     write("a.toml", GOOD)
     probe = (
         "import sys\n"
-        "from kron.cli import main\n"
+        "from kron.cli.main import main\n"
         f"main(['validate', '-q', '--jobs-dir', {str(jobs_dir)!r}])\n"
-        "heavy = ('yaml', 'jsonschema', 'multiprocessing', 'kron.conditions', 'kron.daemon')\n"
+        "heavy = ('yaml', 'jsonschema', 'multiprocessing', 'kron.model.conditions', 'kron.service.daemon')\n"
         "print(*[name for name in heavy if name in sys.modules])\n"
     )
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from kron import clock
-from kron.clock import RealClock
+from kron.model import clock
+from kron.model.clock import RealClock
 
 
 def asked_to_sleep(monkeypatch: pytest.MonkeyPatch, ahead: timedelta) -> list[float]:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kron import records, spec
-from kron.daemon import Daemon
+from kron.engine import records
+from kron.model import job as spec
+from kron.service.daemon import Daemon
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, iso, read_records, until_true, write_job
@@ -379,7 +380,7 @@ def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
 ) -> None:
     # Pool workers inherit asyncio's signal wakeup fd; their SIGTERM at the end of the load
     # must not reach the daemon's loop as its own.
-    from kron import catalog
+    from kron.config import catalog
 
     monkeypatch.setattr(catalog, "PARALLEL_MIN", 10)
     for i in range(40):
@@ -402,8 +403,8 @@ def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
 def test_the_audit_log_batches_lines_and_rotates_past_its_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kron import daemon as daemon_module
-    from kron.clock import RealClock
+    from kron.model.clock import RealClock
+    from kron.service import daemon as daemon_module
 
     path = tmp_path / "audit.jsonl"
     audit = daemon_module.AuditLog(path, RealClock())

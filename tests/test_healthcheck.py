@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kron.healthcheck import Healthchecks, ping_for, ping_url
-from kron.runner import Scheduler
-from kron.spec import Outcome, Trigger
+from kron.engine.scheduler import Scheduler
+from kron.model.job import Outcome, Trigger
+from kron.notify.healthcheck import Healthchecks, ping_for, ping_url
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, until_true

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from kron import spec
-from kron.actions import ActionResult, execute
-from kron.catalog import load_dir
-from kron.runner import Scheduler
+from kron.actions.dispatch import ActionResult, execute
+from kron.config.catalog import load_dir
+from kron.engine.scheduler import Scheduler
+from kron.model import job as spec
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, until_true

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kron import spec
-from kron.catalog import load_dir
+from kron.config.catalog import load_dir
+from kron.model import job as spec
 
 GOOD = """
 schedule = "0 3 * * *"

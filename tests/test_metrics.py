@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kron import __version__
-from kron.daemon import Daemon
-from kron.errors import KronError
-from kron.metrics import DURATION_BUCKETS_S
-from kron.web import listen_address
+from kron.model.errors import KronError
+from kron.service.daemon import Daemon
+from kron.service.metrics import DURATION_BUCKETS_S
+from kron.service.web import listen_address
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, until_true, write_job

@@ -17,10 +17,14 @@ from typing import Any
 import pytest
 import trustme
 
-from kron import records, spec
-from kron.daemon import RecordSink
-from kron.events import HOST, RunEnded
-from kron.message import (
+from kron.config.graph import last_outcomes
+from kron.engine import records
+from kron.engine.scheduler import Scheduler
+from kron.model import job as spec
+from kron.model.job import Outcome, Trigger
+from kron.model.run import HOST, RunEnded
+from kron.notify.deliveries import Deliveries, backoff_s, wants
+from kron.notify.message import (
     CUT_MARK,
     EMAIL_TEXT_MAX,
     JSON_OUTPUT_MAX,
@@ -31,10 +35,7 @@ from kron.message import (
     render_text,
     utf16_len,
 )
-from kron.notify import Deliveries, backoff_s, wants
-from kron.runner import Scheduler
-from kron.spec import Outcome, Trigger
-from kron.tree import last_outcomes
+from kron.service.daemon import RecordSink
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, read_records, until_true

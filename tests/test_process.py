@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kron.process import OutputBuffer, ProcessResult, run_process, stop_group
+from kron.actions.process import OutputBuffer, ProcessResult, run_process, stop_group
 
 T = TypeVar("T")
 

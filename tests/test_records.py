@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from kron import records
-from kron.records import (
+from kron.engine import records
+from kron.engine.records import (
     append,
     format_time,
     last_slot,
@@ -193,7 +193,7 @@ def test_a_large_record_is_written_with_a_single_write(
 WRITER = """
 import sys, threading
 from pathlib import Path
-from kron.records import append
+from kron.engine.records import append
 
 path, proc, threads, per_thread, size = Path(sys.argv[1]), *map(int, sys.argv[2:])
 go = threading.Barrier(threads + 1, timeout=50)
@@ -563,7 +563,7 @@ def test_a_failed_prune_leaves_the_file_and_no_temporary_file(
 APPENDER = """
 import sys
 from pathlib import Path
-from kron.records import append
+from kron.engine.records import append
 
 path = Path(sys.argv[1])
 print("ready", flush=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kron import records
-from kron.daemon import Daemon
+from kron.engine import records
+from kron.service.daemon import Daemon
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, read_records, until_true, write_job

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kron import spec
-from kron.runner import LATE_TOLERANCE, Scheduler, retry_timeline
-from kron.schedule import jitter_offset
+from kron.engine.scheduler import LATE_TOLERANCE, Scheduler, retry_timeline
+from kron.model import job as spec
+from kron.model.schedule import jitter_offset
 
 from .clock import FakeClock
 from .harness import Events, iso, make_job, until_true
@@ -535,7 +535,7 @@ def test_the_remembered_next_fire_equals_the_schedule_for_any_order_of_questions
     import random
     from zoneinfo import ZoneInfo
 
-    from kron.schedule import parse_schedule
+    from kron.model.schedule import parse_schedule
 
     schedule = parse_schedule(expr, ZoneInfo(zone))
     scheduler = Scheduler(clock=FakeClock(datetime(2026, 10, 24, tzinfo=UTC)))

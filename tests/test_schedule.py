@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kron.errors import ValueProblem
-from kron.schedule import (
+from kron.model.errors import ValueProblem
+from kron.model.schedule import (
     AtSchedule,
     CronSchedule,
     EverySchedule,
@@ -652,7 +652,7 @@ def test_jitter_is_deterministic_and_inside_the_window() -> None:
 
 def test_jitter_is_the_same_in_another_process_with_another_hash_seed() -> None:
     code = (
-        "from datetime import timedelta; from kron.schedule import jitter_offset; "
+        "from datetime import timedelta; from kron.model.schedule import jitter_offset; "
         "print(jitter_offset('backup-nightly', timedelta(minutes=10)) // timedelta(microseconds=1))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

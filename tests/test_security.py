@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kron.catalog import load_dir
-from kron.daemon import Daemon
-from kron.loader import load_job, load_settings, policy_violation
+from kron.config.catalog import load_dir
+from kron.config.loader import load_job, load_settings, policy_violation
+from kron.service.daemon import Daemon
 
 from .clock import FakeClock
 from .conftest import CliResult
@@ -276,7 +276,7 @@ def test_an_env_file_made_writable_after_load_is_refused_at_fire_time(tmp_path: 
     import asyncio
     import os
 
-    from kron.actions import execute
+    from kron.actions.dispatch import execute
 
     jobs = tmp_path / "jobs.d"
     jobs.mkdir()
@@ -284,7 +284,7 @@ def test_an_env_file_made_writable_after_load_is_refused_at_fire_time(tmp_path: 
     (jobs / "j.toml").write_text(
         'schedule = "@manual"\nshell = "echo $TOKEN"\nenv_file = "secrets.env"\n'
     )
-    from kron.catalog import load_dir
+    from kron.config.catalog import load_dir
 
     job = load_dir(jobs).jobs["j"]
     os.chmod(jobs / "secrets.env", 0o666)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import kron.daemon
-from kron.systemd import Notifier, watchdog_loop
+import kron.service.daemon
+from kron.service.systemd import Notifier, watchdog_loop
 
 from .harness import DEADLINE_S, write_job
 
@@ -349,8 +349,8 @@ def test_a_blocked_event_loop_stops_the_watchdog_pings(listener: Listener) -> No
 # -- the daemon, as systemd runs it -----------------------------------------------------------
 
 wired = pytest.mark.skipif(
-    not hasattr(kron.daemon, "Notifier"),
-    reason="sd_notify is not wired into kron.daemon yet (see kron/systemd.py)",
+    not hasattr(kron.service.daemon, "Notifier"),
+    reason="sd_notify is not wired into kron.service.daemon yet (see kron/systemd.py)",
 )
 
 
@@ -427,7 +427,7 @@ def test_the_service_is_type_notify_with_a_watchdog_reload_and_restart() -> None
 
 def test_systemd_waits_longer_for_a_stop_than_the_daemons_shutdown_grace() -> None:
     # shutdown_grace (30 s by default) and then up to 10 s more to reap what SIGKILL left.
-    from kron.spec import Settings
+    from kron.model.job import Settings
 
     timeout_stop = unit("kron.service")["Service"]["TimeoutStopSec"]
     assert timeout_stop.endswith("s")

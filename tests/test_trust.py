@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kron import trust
-from kron.daemon import Daemon
-from kron.errors import KronError
-from kron.trust import Trust, refusals
+from kron.model import trust
+from kron.model.errors import KronError
+from kron.model.trust import Trust, refusals
+from kron.service.daemon import Daemon
 
 from .clock import FakeClock
 from .conftest import CliResult
@@ -226,13 +226,13 @@ def test_a_non_root_daemon_trusts_its_own_files_and_roots(jobs_dir: Path) -> Non
 # everything `kron validate` needs, then drop to nobody, as systemd's User= does before exec.
 AS_NOBODY = f"""
 import os, sys
-import kron.catalog, kron.cli, kron.validate
-from kron.loader import _fast_validator
+import kron.config.catalog, kron.cli.main, kron.config.validate
+from kron.config.loader import _fast_validator
 _fast_validator("job")
 os.setgroups([])
 os.setgid({NOBODY})
 os.setuid({NOBODY})
-sys.exit(kron.cli.main(sys.argv[1:]))
+sys.exit(kron.cli.main.main(sys.argv[1:]))
 """
 
 

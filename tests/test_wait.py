@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from kron import spec
-from kron.actions import build_env, execute
-from kron.catalog import load_dir
-from kron.conditions import (
+from kron.actions.dispatch import build_env, execute
+from kron.actions.wait import BREAKERS, Breakers, WaitResult, wait_until
+from kron.config.catalog import load_dir
+from kron.engine.scheduler import Scheduler
+from kron.model import job as spec
+from kron.model.conditions import (
     AllOf,
     AnyOf,
     CmdProbe,
@@ -30,9 +32,7 @@ from kron.conditions import (
     TcpProbe,
     parse_condition,
 )
-from kron.errors import ValueProblem
-from kron.runner import Scheduler
-from kron.wait import BREAKERS, Breakers, WaitResult, wait_until
+from kron.model.errors import ValueProblem
 
 from .clock import FakeClock
 from .docker_engine import IMAGE, require_engine

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from kron import records
-from kron import watch as watch_module
-from kron.watch import (
+from kron.config import watch as watch_module
+from kron.config.watch import (
     EVENT,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -29,6 +28,7 @@ from kron.watch import (
     parse_events,
     watch,
 )
+from kron.engine import records
 
 from .harness import DEADLINE_S, until_true
 

@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kron import records, web
-from kron.daemon import Daemon
-from kron.web import CONTENT_SECURITY_POLICY
+from kron.engine import records
+from kron.service import web
+from kron.service.daemon import Daemon
+from kron.service.web import CONTENT_SECURITY_POLICY
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, read_records, write_job
@@ -263,7 +264,7 @@ def test_a_run_page_shows_its_times_exit_code_output_and_deliveries(jobs_dir: Pa
         await clock.set(datetime(2026, 3, 2, 7, 1, tzinfo=UTC))
         await events.until(lambda e: e.outcomes() == ["failed"])
         (ended,) = events.ended()
-        # A notification's line, as kron.notify appends it beside the run it reports on.
+        # A notification's line, as kron.notify.deliveries appends it beside the run it reports on.
         records.append(
             jobs_dir / "report.runs.jsonl",
             {

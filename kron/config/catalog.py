@@ -1,0 +1,424 @@
+"""The set of jobs a jobs directory defines, kept up to date one changed file at a time.
+
+`kron validate` and the daemon share it: a full scan is the first load, `apply()` is a reload.
+A file that turns invalid keeps its last good job active; its error stays listed until fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kron.config.documents import is_job_file as _is_job_name
+from kron.config.loader import (
+    SETTINGS_NAMES,
+    check_graph,
+    compile_job_schema,
+    discover,
+    job_id_for,
+    load_job,
+    load_settings,
+)
+from kron.model import job as spec
+from kron.model.errors import KronError, Problem, SpecError
+from kron.model.trust import Trust
+
+__all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "load_dir"]
+
+
+class JobsDirGone(KronError):
+    """The jobs directory itself is missing: nothing is read, nothing is unscheduled."""
+
+
+@dataclass(kw_only=True, slots=True)
+class Entry:
+    """One job file: the last good job it defined and what is wrong with it now."""
+
+    path: Path
+    job_id: str
+    job: spec.Job | None = None  # last good definition
+    problems: list[Problem] = field(default_factory=list)
+    seen: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when last read
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+@dataclass(kw_only=True, slots=True)
+class Changes:
+    """What one reload changed in the active job set, and what it found wrong."""
+
+    added: list[spec.Job] = field(default_factory=list)
+    updated: list[spec.Job] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    invalid: list[Entry] = field(default_factory=list)  # files whose new version was refused
+    fixed: list[Entry] = field(default_factory=list)  # files that were invalid and load again
+    settings_changed: bool = False
+    settings_problems: list[Problem] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.added
+            or self.updated
+            or self.removed
+            or self.invalid
+            or self.fixed
+            or self.settings_changed
+        )
+
+
+class Catalog:
+    """Every job file below a jobs directory, with the job each one contributes."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.jobs_dir = jobs_dir
+        self.settings = spec.Settings()
+        self.settings_problems: list[Problem] = []
+        self.settings_seen: tuple[int, int, int] | None = None
+        self.folder_problems: list[Problem] = []
+        self.graph_problems: list[Problem] = []
+        self.entries: dict[Path, Entry] = {}
+        self.active: dict[str, spec.Job] = {}
+        self._owner: dict[str, Path] = {}  # the file whose job is active for an id
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def scan(self) -> Changes:
+        """(Re)read everything: kron.toml, then every job file."""
+        self._require_jobs_dir()
+        settings, problems = load_settings(self.jobs_dir)
+        settings_errors = [p for p in problems if p.severity == "error"]
+        changes = Changes(settings_problems=problems)
+        if not settings_errors or settings.path is None or not self.entries:
+            changes.settings_changed = settings != self.settings
+            self.settings = settings if not settings_errors else spec.Settings(path=settings.path)
+        self.settings_problems = problems
+        self.settings_seen = _identity(settings.path) if settings.path else None
+        files, self.folder_problems = discover(self.jobs_dir)
+        gone = set(self.entries) - set(files)
+        self._reload(files, gone, changes)
+        return changes
+
+    def apply(self, paths: Iterable[Path]) -> Changes:
+        """Re-read only what changed: files, folders (added, removed or renamed), kron.toml."""
+        self._require_jobs_dir()
+        files: set[Path] = set()
+        gone: set[Path] = set()
+        tree: list[Path] | None = None
+        for raw in paths:
+            path = Path(raw)
+            try:
+                relative = path.relative_to(self.jobs_dir)
+            except ValueError:
+                continue
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if len(relative.parts) == 1 and relative.name in SETTINGS_NAMES:
+                return self.scan()  # defaults and zone reach every job: re-merge them all
+            if path.is_dir():
+                if tree is None:
+                    # One walk from the top, as at start-up: a folder reached twice through a
+                    # symlink is read once, and under the same ids.
+                    tree, self.folder_problems = discover(self.jobs_dir)
+                found = [f for f in tree if _is_under(f, path)]
+                files.update(found)
+                # `p == path`: a job file replaced by a folder of the same name is gone too.
+                gone.update(
+                    p for p in self.entries if (p == path or _is_under(p, path)) and p not in found
+                )
+            elif path.exists() and _is_job_name(path.name):
+                files.add(path)
+            else:
+                gone.update(p for p in self.entries if p == path or _is_under(p, path))
+        changes = Changes()
+        self._reload(sorted(files), gone, changes)
+        return changes
+
+    def refresh(self) -> Changes:
+        """Re-read what changed on disk since it was read (by mtime, size and inode)."""
+        self._require_jobs_dir()
+        files, self.folder_problems = discover(self.jobs_dir)
+        changed = [
+            p for p in files if p not in self.entries or self.entries[p].seen != _identity(p)
+        ]
+        gone = set(self.entries) - set(files)
+        changes = Changes()
+        if self.settings.path is not None and self.settings_seen != _identity(self.settings.path):
+            return self.scan()
+        self._reload(changed, gone, changes)
+        return changes
+
+    def _require_jobs_dir(self) -> None:
+        """A jobs directory moved away or unmounted is no reason to unschedule every job."""
+        if not self.jobs_dir.is_dir():
+            raise JobsDirGone(
+                f"the jobs directory {self.jobs_dir} is gone or not a folder; "
+                f"the {len(self.active)} jobs loaded stay scheduled until it is back"
+            )
+
+    def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:
+        touched: set[str] = set()
+        for path in gone:
+            entry = self.entries.pop(path, None)
+            if entry is not None:
+                touched.add(entry.job_id)
+        for path, seen, job, problems in self._load_all(list(files)):
+            job_id = job_id_for(path, self.jobs_dir)
+            entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
+            entry.seen = seen
+            was_invalid = bool(entry.errors)
+            if job is None:
+                entry.problems = problems
+                changes.invalid.append(entry)
+            else:
+                entry.job, entry.problems = job, problems
+                if was_invalid:
+                    changes.fixed.append(entry)
+            self.entries[path] = entry
+            touched.add(job_id)
+        self._settle(touched, changes)
+
+    def _load_all(self, files: list[Path]) -> list[_Loaded]:
+        """Load files, on every core when there are many (a first load, a large checkout)."""
+        workers = worker_count(len(files))
+        if workers < 2:
+            return _load_chunk(files, self.jobs_dir, self.settings)
+        jobs_dir, settings = self.jobs_dir, self.settings
+        compile_job_schema()
+        chunks = [files[i::workers] for i in range(workers)]
+        loaded: list[_Loaded] = []
+        for part in in_parallel(lambda chunk: _load_chunk(chunk, jobs_dir, settings), chunks):
+            loaded.extend(part)
+        return loaded
+
+    def _settle(self, touched: set[str], changes: Changes) -> None:
+        """Decide, for each touched id, which file's job is active; record the difference."""
+        by_id: dict[str, list[Entry]] = {}
+        for entry in self.entries.values():
+            if entry.job_id in touched:
+                by_id.setdefault(entry.job_id, []).append(entry)
+        for job_id in touched:
+            candidates = by_id.get(job_id, [])
+            owner = self._owner.get(job_id)
+            for entry in candidates:
+                entry.problems = [p for p in entry.problems if not p.message.startswith("job id ")]
+            if len(candidates) > 1:
+                # Two files for one id: the one already active stays; all are reported.
+                paths = sorted(e.path for e in candidates)
+                for entry in candidates:
+                    others = ", ".join(str(p) for p in paths if p != entry.path)
+                    entry.problems.append(
+                        Problem(
+                            path=str(entry.path),
+                            message=f"job id {job_id!r} is also defined by {others}",
+                        )
+                    )
+                chosen = next((e for e in candidates if e.path == owner), None)
+            else:
+                chosen = candidates[0] if candidates else None
+            new = chosen.job if chosen else None
+            old = self.active.get(job_id)
+            if new is None:
+                if old is not None:
+                    changes.removed.append(job_id)
+                    del self.active[job_id]
+                    self._owner.pop(job_id, None)
+                continue
+            assert chosen is not None
+            self._owner[job_id] = chosen.path
+            self.active[job_id] = new
+            if old is None:
+                changes.added.append(new)
+            elif old.config_sha != new.config_sha or old.path != new.path:
+                changes.updated.append(new)
+        files_by_id = {e.job_id: e.path for e in self.entries.values()}
+        self.graph_problems = check_graph(self.active, files_by_id=files_by_id)
+
+    # -- reporting --------------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Everything wrong right now, in file order."""
+        found = list(self.settings_problems) + list(self.folder_problems)
+        for path in sorted(self.entries):
+            found.extend(self.entries[path].problems)
+        found.extend(self.graph_problems)
+        return found
+
+    @property
+    def invalid_files(self) -> dict[str, list[Problem]]:
+        """Files with errors now (their last good job, if any, is still active)."""
+        bad: dict[str, list[Problem]] = {}
+        for problem in self.problems:
+            if problem.severity == "error":
+                bad.setdefault(problem.path, []).append(problem)
+        return bad
+
+
+_Loaded = tuple[Path, "tuple[int, int, int] | None", "spec.Job | None", list[Problem]]
+PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
+MAX_WORKERS = 4
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def worker_count(files: int) -> int:
+    """How many processes should load `files` files: 1 below PARALLEL_MIN, else one per core."""
+    if files < PARALLEL_MIN:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # pragma: no cover - macOS
+        cores = os.cpu_count() or 1
+    return min(cores, MAX_WORKERS)
+
+
+def in_parallel(work: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
+    """Return `[work(c) for c in chunks]`, the first chunk here and each other in a fork.
+
+    A forked child inherits its chunk, so nothing is pickled on the way in; only `work`'s
+    result comes back, through a pipe. This process works on its own chunk meanwhile.
+    """
+    if threading.active_count() > 1:
+        # A fork copies only the calling thread, and a lock another one held stays locked in
+        # the child. The daemon's first load and `kron validate` have one thread; otherwise
+        # the chunks are worked through here, in turn.
+        return [work(chunk) for chunk in chunks]
+    children: list[tuple[int, int]] = []
+    try:
+        for chunk in chunks[1:]:
+            read_fd, write_fd = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read_fd)
+                os.close(write_fd)
+                raise
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                os.close(read_fd)
+                _work_in_child(work, chunk, write_fd)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+        results = [work(chunks[0])]
+        for pid, read_fd in children:
+            results.append(_result_of(pid, read_fd))
+    finally:
+        for pid, read_fd in children:
+            _reap(pid, read_fd)
+    return results
+
+
+def _work_in_child(work: Callable[[T], R], chunk: T, write_fd: int) -> None:  # pragma: no cover
+    """Run `work` in a forked child, send back (ok, result or traceback), and exit."""
+    code = 1
+    try:
+        quiet_worker()
+        try:
+            payload: tuple[bool, object] = (True, work(chunk))
+        except BaseException:  # anything goes back to the parent, as text
+            payload = (False, traceback.format_exc())
+        with open(write_fd, "wb") as out:
+            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+        code = 0
+    finally:
+        os._exit(code)  # never return into the parent's stack, flush its buffers or run atexit
+
+
+def _result_of(pid: int, read_fd: int) -> Any:
+    with open(read_fd, "rb", closefd=False) as source:
+        data = source.read()
+    try:
+        ok, value = pickle.loads(data)
+    except Exception:  # a child that died mid-way leaves a truncated pickle
+        raise RuntimeError(f"load worker {pid} ended without a result") from None
+    if not ok:
+        raise RuntimeError(f"load worker {pid} failed:\n{value}")
+    return value
+
+
+def _reap(pid: int, read_fd: int) -> None:
+    """Close the pipe (a child still writing then fails and exits) and wait for the child."""
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+
+
+def quiet_worker() -> None:
+    """Make a forked worker deaf to the parent's signal handling.
+
+    A fork inherits asyncio's signal wakeup fd: a SIGTERM or SIGINT that reaches a worker (a
+    Ctrl-C reaches the whole process group) would be written into the daemon's own loop and
+    stop the daemon. Workers take default handlers.
+    """
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:
+    folders: dict[str, list[str]] = {}  # one verdict per folder per load
+    trust = Trust.current()
+    loaded: list[_Loaded] = []
+    for path in paths:
+        seen = _identity(path)
+        try:
+            job, warnings = load_job(
+                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
+            )
+        except SpecError as exc:
+            loaded.append((path, seen, None, exc.problems))
+        else:
+            loaded.append((path, seen, job, warnings))
+    return loaded
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    return folder in path.parents
+
+
+@dataclass(kw_only=True, slots=True)
+class LoadResult:
+    """A whole jobs directory: the jobs that loaded and every problem found."""
+
+    jobs_dir: Path
+    settings: spec.Settings
+    jobs: dict[str, spec.Job] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+
+def load_dir(jobs_dir: Path) -> LoadResult:
+    """Load every job file below jobs_dir; one bad file never stops the others."""
+    catalog = Catalog(jobs_dir)
+    catalog.scan()
+    valid = {e.job_id for e in catalog.entries.values() if not e.errors}
+    return LoadResult(
+        jobs_dir=jobs_dir,
+        settings=catalog.settings,
+        jobs={k: j for k, j in sorted(catalog.active.items()) if k in valid},
+        problems=catalog.problems,
+        files=sorted(catalog.entries),
+    )

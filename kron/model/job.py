@@ -1,0 +1,220 @@
+"""The typed, frozen job model the rest of kron uses; built once by the loader."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kron.model.schedule import Schedule
+
+
+class Concurrency(enum.Enum):
+    FORBID = "forbid"
+    ALLOW = "allow"
+    REPLACE = "replace"
+
+
+class Catchup(enum.Enum):
+    NONE = "none"
+    LAST = "last"
+    ALL = "all"
+
+
+class Backoff(enum.Enum):
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+class Outcome(enum.Enum):
+    """How a run or a slot ended; the `outcome` field of a record."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+    REPLACED = "replaced"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+    DEPENDENCY_FAILED = "dependency_failed"
+    WAIT_TIMEOUT = "wait_timeout"
+
+
+class Trigger(enum.Enum):
+    SCHEDULE = "schedule"
+    CATCHUP = "catchup"
+    MANUAL = "manual"
+    DEPENDENCY = "dependency"
+    REBOOT = "reboot"
+
+
+class WaitTimeoutAction(enum.Enum):
+    FAIL = "fail"
+    SKIP = "skip"
+    RUN = "run"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommandAction:
+    """Run an argv directly."""
+
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShellAction:
+    """Run a string with /bin/sh -c."""
+
+    script: str
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return ("/bin/sh", "-c", self.script)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HttpAction:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json: Any
+    body: str | None
+    expect_status: tuple[int, ...] | None
+    expect_body: str | None
+    timeout: timedelta
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DockerAction:
+    image: str
+    command: str | tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
+    env: Mapping[str, str]
+    volumes: tuple[str, ...]
+    network: str | None
+    user: str | None
+    workdir: str | None
+    pull: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentAction:
+    prompt: str
+    command: tuple[str, ...] | None
+    endpoint: str | None
+    model: str | None
+    api_key_env: str | None
+    system: str | None
+    max_tokens: int | None
+    request_timeout: timedelta
+    max_runs_per_day: int | None
+    max_tokens_per_day: int | None
+
+
+Action = CommandAction | ShellAction | HttpAction | DockerAction | AgentAction
+ACTION_KEYS = ("command", "shell", "http", "docker", "agent")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    attempts: int = 1
+    backoff: Backoff = Backoff.EXPONENTIAL
+    delay: timedelta = timedelta(seconds=10)
+    max_delay: timedelta = timedelta(minutes=5)
+    jitter: timedelta = timedelta(0)
+    on: frozenset[Outcome] = frozenset({Outcome.FAILED})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WaitSpec:
+    until: str
+    every: timedelta
+    timeout: timedelta
+    probe_timeout: timedelta
+    on_timeout: WaitTimeoutAction
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivery:
+    """One notification target and the outcomes it fires on."""
+
+    on: frozenset[str]
+    kind: str  # webhook, slack, telegram, email, command
+    target: Any
+    timeout: timedelta
+    retries: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Retention:
+    keep: int = 1000
+    max_age: timedelta | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One job, as loaded from one file with kron.toml defaults merged under it."""
+
+    id: str
+    path: Path
+    config_sha: str
+    schedule: Schedule
+    timezone: ZoneInfo
+    timezone_explicit: bool
+    action: Action
+    description: str = ""
+    jitter: timedelta = timedelta(0)
+    enabled: bool = True
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: frozenset[str] = frozenset()
+    env_file: Path | None = None
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+    timeout: timedelta | None = None
+    kill_grace: timedelta = timedelta(seconds=10)
+    concurrency: Concurrency = Concurrency.FORBID
+    catchup: Catchup = Catchup.NONE
+    starting_deadline: timedelta | None = None
+    catchup_max: int = 10
+    retry: RetryPolicy = RetryPolicy()
+    success_codes: frozenset[int] = frozenset({0})
+    max_output: int = 65536
+    wait: WaitSpec | None = None
+    triggers: tuple[str, ...] = ()
+    notify: tuple[Delivery, ...] = ()
+    healthcheck: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    records: Retention = Retention()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Policy:
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Runner settings from kron.toml; defaults apply when the file is absent."""
+
+    path: Path | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    timezone_explicit: bool = False
+    max_concurrent: int | None = None
+    records_dir: Path | None = None
+    control_socket: Path | None = None
+    metrics: str | None = None
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    max_file_size: int = 1024 * 1024
+    max_runs_per_day: int | None = None
+    max_tokens_per_day: int | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    policy: Policy = Policy()

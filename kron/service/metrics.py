@@ -1,0 +1,145 @@
+"""Prometheus metrics of one daemon: run counters and durations from the scheduler's events,
+the daemon's state (jobs, invalid files, next fires) read at scrape time.
+
+Each daemon has a registry of its own, so two daemons in one process (the tests) never share a
+sample. Counters count from 0 when the daemon starts; `docs/metrics.md` lists every name.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from kron import __version__
+from kron.model.job import Outcome
+from kron.model.run import Event, RunEnded
+
+if TYPE_CHECKING:
+    from kron.service.daemon import Daemon
+
+__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS_S", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# From a 50 ms health probe to a six-hour backup; a job's runs spread over a few of these.
+DURATION_BUCKETS_S = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600)
+# Every loaded job shows these at 0 before its first run, so that `increase()` sees the first
+# failure too (a series born at 1 has no increase to show).
+PRESET_OUTCOMES = (Outcome.SUCCEEDED.value, Outcome.FAILED.value)
+
+
+class Metrics:
+    """The daemon's metrics; call it with every scheduler event, `render()` it on a scrape."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "kron_runs",
+            "Run records written since the daemon started, by job and outcome "
+            "(each attempt of a retried run is one).",
+            ["job", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kron_run_duration_seconds",
+            "Wall-clock time of runs that started, from start to end.",
+            ["job"],
+            buckets=DURATION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._daemon = daemon
+        self.registry.register(_DaemonState(daemon))
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, RunEnded):
+            return
+        self.runs.labels(event.job, event.outcome.value).inc()
+        if event.duration_s is not None:
+            self.duration.labels(event.job).observe(event.duration_s)
+
+    def render(self) -> bytes:
+        """The Prometheus text format (0.0.4) of every metric, as of now."""
+        scheduler = self._daemon.scheduler
+        for job_id in scheduler.jobs if scheduler is not None else ():
+            for outcome in PRESET_OUTCOMES:
+                self.runs.labels(job_id, outcome)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _DaemonState(Collector):
+    """Gauges read from the daemon when Prometheus scrapes: never stale, nothing to update."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self._daemon
+        info = GaugeMetricFamily(
+            "kron_build_info",
+            "Always 1; the labels say which kron and which Python run the daemon.",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        if daemon.started_at is not None:
+            yield GaugeMetricFamily(
+                "kron_start_time_seconds",
+                "When the daemon started, in seconds since the epoch (counters start at 0 then).",
+                value=daemon.started_at.timestamp(),
+            )
+        yield GaugeMetricFamily(
+            "kron_invalid_files",
+            "Job files that failed to load (a job keeps running its last good version).",
+            value=len(daemon.catalog.invalid_files),
+        )
+        scheduler = daemon.scheduler
+        if scheduler is None:
+            return
+        jobs = sorted(scheduler.jobs.items())
+        yield GaugeMetricFamily("kron_jobs_loaded", "Jobs the daemon has loaded.", value=len(jobs))
+        yield GaugeMetricFamily(
+            "kron_running_runs",
+            "Runs alive now: running, queued for max_concurrent, or waiting to retry.",
+            value=len(scheduler.running()),
+        )
+        yield _per_job(
+            "kron_next_fire_timestamp_seconds",
+            "When the job fires next by its schedule, in seconds since the epoch "
+            "(no sample while paused, disabled or with nothing left to fire).",
+            ((job_id, js.fire_at.timestamp()) for job_id, js in jobs if js.fire_at is not None),
+        )
+        yield _per_job(
+            "kron_last_success_timestamp_seconds",
+            "When the job's last succeeded run ended, in seconds since the epoch.",
+            (
+                (job_id, js.last_success_at.timestamp())
+                for job_id, js in jobs
+                if js.last_success_at is not None
+            ),
+        )
+
+
+def _per_job(name: str, documentation: str, values: Iterable[tuple[str, float]]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=["job"])
+    for job_id, value in values:
+        family.add_metric([job_id], value)
+    return family
+
+
+class _WithoutCreated(Collector):
+    """The registry without the `_created` series prometheus_client adds to every counter and
+    histogram: one extra series per label set that nothing here reads (a restart shows in
+    `kron_start_time_seconds`). The library can only turn them off for the whole process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
