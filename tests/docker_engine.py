@@ -22,7 +22,7 @@ LABEL = "kron.job"  # kron labels every container it creates with the job id
 
 def require_engine() -> Any:
     """A DockerClient for DOCKER_HOST with IMAGE present; fail or skip when there is none."""
-    from kron.actions.container import EngineUnreachable, connect
+    from kron.actions.docker_client import EngineUnreachable, connect
 
     host = os.environ.get("DOCKER_HOST")
     client = None

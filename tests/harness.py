@@ -10,8 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kron.config.loader import load_job, load_settings
-from kron.model import job as spec
+from kron.config.loader import load_job
+from kron.config.settings import load_settings
+from kron.model.job import Job
 from kron.model.run import Event, RunEnded, RunStarted
 
 DEADLINE_S = 20.0
@@ -53,7 +54,7 @@ def write_job(jobs_dir: Path, name: str, text: str) -> Path:
     return path
 
 
-def make_job(jobs_dir: Path, name: str, text: str) -> spec.Job:
+def make_job(jobs_dir: Path, name: str, text: str) -> Job:
     """Write a job file and load it with the real loader."""
     path = write_job(jobs_dir, name, text)
     settings, problems = load_settings(jobs_dir)

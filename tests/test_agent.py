@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from kron.actions.agent import AgentBudget
-from kron.actions.dispatch import ActionResult, execute
+from kron.actions.base import ActionResult
+from kron.actions.dispatch import execute
 from kron.config.catalog import load_dir
-from kron.config.loader import load_settings
+from kron.config.settings import load_settings
 from kron.engine import records
+from kron.engine.budget import AgentBudget
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
-from kron.model.run import RunEnded, to_record
-from kron.service.daemon import RecordSink
+from kron.engine.store import FileRecordStore
+from kron.model.job import Job
+from kron.model.run import Outcome, RunEnded, Trigger
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, until_true, write_job
@@ -68,7 +69,7 @@ def script(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def agent_job(jobs_dir: Path, body: str, *, name: str = "sweep.toml", extra: str = "") -> spec.Job:
+def agent_job(jobs_dir: Path, body: str, *, name: str = "sweep.toml", extra: str = "") -> Job:
     return make_job(jobs_dir, name, f'schedule = "@manual"\n{extra}\n[agent]\n{body}\n')
 
 
@@ -78,7 +79,7 @@ def api_body(server: Server, extra: str = "") -> str:
     )
 
 
-def call(job: spec.Job, *, budget: AgentBudget | None = None) -> ActionResult:
+def call(job: Job, *, budget: AgentBudget | None = None) -> ActionResult:
     async def main() -> ActionResult:
         return await execute(job, run_env={}, stop=asyncio.Event(), budget=budget or AgentBudget())
 
@@ -386,7 +387,7 @@ def test_a_skipped_agent_run_is_recorded_skipped_with_the_reason(
         scheduler.add(job, cursor=T0, paused=True, now=T0)
         try:
             for n in (1, 2):
-                scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+                scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
                 await events.until(lambda e, n=n: len(e.ended()) == n)  # type: ignore[misc]
         finally:
             await scheduler.shutdown(timedelta(seconds=5))
@@ -417,11 +418,13 @@ def test_a_restarted_daemon_counts_todays_runs_from_the_records(
         )
         events = Events()
         scheduler.subscribe(events)
-        scheduler.subscribe(RecordSink(jobs_dir=jobs_dir, records_dir=None, clock=clock))
+        scheduler.subscribe(
+            FileRecordStore(jobs_dir=jobs_dir, records_dir=None, clock=clock).append
+        )
         scheduler.add(job, cursor=T0, paused=True, now=T0)
         try:
             for n in (1, 2):
-                scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+                scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
                 await events.until(lambda e, n=n: len(e.ended()) == n)  # type: ignore[misc]
         finally:
             await scheduler.shutdown(timedelta(seconds=5))
@@ -447,31 +450,27 @@ def test_a_restarted_daemon_counts_todays_runs_from_the_records(
 def test_seeding_counts_only_todays_agent_runs_that_ended(jobs_dir: Path) -> None:
     path = jobs_dir / "sweep.runs.jsonl"
 
-    def ended(run_id: str, started: datetime, outcome: spec.Outcome, **extra: Any) -> None:
+    def ended(run_id: str, started: datetime, outcome: Outcome, **extra: Any) -> None:
         records.append(
             path,
-            to_record(
-                RunEnded(
-                    run_id=run_id,
-                    job="sweep",
-                    slot=started,
-                    trigger=spec.Trigger.SCHEDULE,
-                    attempt=1,
-                    outcome=outcome,
-                    started_at=started,
-                    ended_at=started + timedelta(seconds=1),
-                    config_sha="x",
-                    extra=extra,
-                )
-            ),
+            RunEnded(
+                run_id=run_id,
+                job="sweep",
+                slot=started,
+                trigger=Trigger.SCHEDULE,
+                attempt=1,
+                outcome=outcome,
+                started_at=started,
+                ended_at=started + timedelta(seconds=1),
+                config_sha="x",
+                extra=extra,
+            ).to_json(),
         )
 
-    ended(
-        "yesterday", T0 - timedelta(days=1), spec.Outcome.SUCCEEDED, agent="api", tokens_total=500
-    )
-    ended("shell-run", T0, spec.Outcome.SUCCEEDED)  # no `agent` field: not an agent run
-    ended("today-1", T0, spec.Outcome.SUCCEEDED, agent="api", tokens_total=40)
-    ended("today-2", T0 + timedelta(hours=1), spec.Outcome.FAILED, agent="cli")
+    ended("yesterday", T0 - timedelta(days=1), Outcome.SUCCEEDED, agent="api", tokens_total=500)
+    ended("shell-run", T0, Outcome.SUCCEEDED)  # no `agent` field: not an agent run
+    ended("today-1", T0, Outcome.SUCCEEDED, agent="api", tokens_total=40)
+    ended("today-2", T0 + timedelta(hours=1), Outcome.FAILED, agent="cli")
     write_job(
         jobs_dir,
         "sweep.toml",

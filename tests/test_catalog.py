@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kron.config.catalog import in_parallel, load_dir, worker_count
+from kron.config.catalog import load_dir
+from kron.config.parallel import in_parallel, worker_count
 
 
 def sum_with_pid(chunk: list[int]) -> tuple[int, int]:

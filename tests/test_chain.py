@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from kron.config.graph import last_outcomes, render_tree, roots
+from kron.config.graph import render_tree, roots
 from kron.engine import records
 from kron.engine.chain import Chains, Consequence, consequence
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
-from kron.model.job import Outcome, Trigger
-from kron.model.run import HOST
-from kron.service.daemon import RecordSink
+from kron.engine.store import FileRecordStore, last_outcomes
+from kron.model.job import Job
+from kron.model.run import HOST, Outcome, Trigger
 
 from .clock import FakeClock
 from .harness import Events, make_job, read_records, until_true
@@ -36,7 +35,7 @@ class Rig:
     scheduler: Scheduler
     clock: FakeClock
     events: Events
-    sink: RecordSink
+    sink: FileRecordStore
 
     def records(self, job_id: str) -> list[dict[str, Any]]:
         return read_records(self.sink.path(job_id))
@@ -48,8 +47,8 @@ def drive(jobs_dir: Path, body: Callable[[Rig], Awaitable[None]], *, start: date
     async def main() -> None:
         clock = FakeClock(start)
         scheduler = Scheduler(clock=clock)
-        sink = RecordSink(jobs_dir=jobs_dir, records_dir=None, clock=clock)
-        scheduler.subscribe(sink)
+        sink = FileRecordStore(jobs_dir=jobs_dir, records_dir=None, clock=clock)
+        scheduler.subscribe(sink.append)
         events = Events()
         scheduler.subscribe(events)
         Chains().attach(scheduler)
@@ -64,7 +63,7 @@ def drive(jobs_dir: Path, body: Callable[[Rig], Awaitable[None]], *, start: date
     asyncio.run(asyncio.wait_for(main(), 40))
 
 
-def add_all(rig: Rig, *jobs: spec.Job) -> None:
+def add_all(rig: Rig, *jobs: Job) -> None:
     for job in jobs:
         rig.scheduler.add(job, cursor=rig.clock.now())
 
@@ -90,7 +89,7 @@ def test_a_four_step_chain_where_step_two_fails_records_dependency_failed_below_
         await rig.clock.set(THREE)
         await rig.events.until(lambda e: len(e.ended("pipe/step4")) == 1)
 
-        def ran(job: spec.Job, trigger: str, upstream: str | None, **end: Any) -> list[Any]:
+        def ran(job: Job, trigger: str, upstream: str | None, **end: Any) -> list[Any]:
             started, ended = rig.records(job.id)
             run_id = started["run_id"]
             common = {
@@ -410,7 +409,7 @@ def test_validate_reports_a_trigger_cycle_and_an_unknown_job(
 # -- kron tree ---------------------------------------------------------------------------------
 
 
-def etl_jobs(jobs_dir: Path) -> dict[str, spec.Job]:
+def etl_jobs(jobs_dir: Path) -> dict[str, Job]:
     files = {
         "etl/extract": 'triggers = ["etl/transform", "etl/report"]\n',
         "etl/transform": 'triggers = ["etl/load"]\n',

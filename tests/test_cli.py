@@ -209,8 +209,12 @@ def test_history_reads_a_records_dir_given_on_the_command_line(
             "v": 1,
             "run_id": "r1",
             "job": "a",
-            "outcome": "succeeded",
             "slot": "2026-01-01T00:00:00Z",
+            "trigger": "schedule",
+            "attempt": 1,
+            "outcome": "succeeded",
+            "started_at": "2026-01-01T00:00:00Z",
+            "ended_at": "2026-01-01T00:00:01Z",
         },
     )
     write("a.toml", GOOD)
@@ -245,13 +249,13 @@ def _mixed_jobs_dir(write) -> None:  # type: ignore[no-untyped-def]
 def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
     jobs_dir: Path, write, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from kron.config import validate
+    from kron.config import catalog
 
     _mixed_jobs_dir(write)
     for argv in (["-q"], ["--format", "json"], ["--format", "github"], []):
-        monkeypatch.setattr(validate, "worker_count", lambda files: 1)
+        monkeypatch.setattr(catalog, "worker_count", lambda files: 1)
         alone = run_cli("validate", *argv, "--jobs-dir", jobs_dir)
-        monkeypatch.setattr(validate, "worker_count", lambda files: 3)
+        monkeypatch.setattr(catalog, "worker_count", lambda files: 3)
         assert run_cli("validate", *argv, "--jobs-dir", jobs_dir) == alone
         assert alone.code == 1
     lines = [line.replace(str(jobs_dir) + "/", "") for line in alone.lines]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kron.engine import records
-from kron.model import job as spec
+from kron.model.run import Trigger
 from kron.service.daemon import Daemon
 
 from .clock import FakeClock
@@ -361,10 +361,10 @@ def test_the_global_agent_budget_in_kron_toml_refuses_a_run_once_spent(jobs_dir:
 
     async def body(daemon: Daemon, events: Events) -> None:
         assert daemon.scheduler is not None
-        first = daemon.scheduler.fire("ask", slot=T0, trigger=spec.Trigger.MANUAL)
+        first = daemon.scheduler.fire("ask", slot=T0, trigger=Trigger.MANUAL)
         assert first is not None
         await events.until(lambda e: len(e.ended()) == 1)
-        daemon.scheduler.fire("ask-too", slot=T0, trigger=spec.Trigger.MANUAL)
+        daemon.scheduler.fire("ask-too", slot=T0, trigger=Trigger.MANUAL)
         await events.until(lambda e: len(e.ended()) == 2)
         done, refused = events.ended()
         assert (done.outcome.value, done.stdout) == ("succeeded", "say hi")
@@ -380,9 +380,9 @@ def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
 ) -> None:
     # Pool workers inherit asyncio's signal wakeup fd; their SIGTERM at the end of the load
     # must not reach the daemon's loop as its own.
-    from kron.config import catalog
+    from kron.config import parallel
 
-    monkeypatch.setattr(catalog, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
     for i in range(40):
         write_job(
             jobs_dir,
@@ -403,11 +403,11 @@ def test_a_large_first_load_on_worker_processes_does_not_stop_the_daemon(
 def test_the_audit_log_batches_lines_and_rotates_past_its_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from kron.engine import audit as audit_module
     from kron.model.clock import RealClock
-    from kron.service import daemon as daemon_module
 
     path = tmp_path / "audit.jsonl"
-    audit = daemon_module.AuditLog(path, RealClock())
+    audit = audit_module.AuditLog(path, RealClock())
     with audit.batch():
         for n in range(3):
             audit.write("load", job=f"job-{n}")
@@ -420,8 +420,8 @@ def test_the_audit_log_batches_lines_and_rotates_past_its_cap(
         ("load", "job-2"),
         ("remove", "job-0"),
     ]
-    monkeypatch.setattr(daemon_module, "AUDIT_MAX_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(audit_module, "AUDIT_MAX_BYTES", path.stat().st_size - 1)
     before = path.read_bytes()
-    daemon_module.AuditLog(path, RealClock()).write("load", job="job-9")
+    audit_module.AuditLog(path, RealClock()).write("load", job="job-9")
     assert (tmp_path / "audit.jsonl.1").read_bytes() == before
     assert [json.loads(line)["job"] for line in path.read_text().splitlines()] == ["job-9"]

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from kron.actions.dispatch import ActionResult, execute
+from kron.actions.base import ActionResult
+from kron.actions.dispatch import execute
 from kron.config.catalog import load_dir
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
+from kron.model.job import Job
+from kron.model.run import Outcome, Trigger
 
 from .clock import FakeClock
 from .docker_engine import IMAGE, kron_containers, require_engine
@@ -38,13 +40,13 @@ def clean(engine: Any) -> Iterator[Any]:
     assert kron_containers(engine) == []
 
 
-def docker_job(jobs_dir: Path, body: str, *, extra: str = "", name: str = "box.toml") -> spec.Job:
+def docker_job(jobs_dir: Path, body: str, *, extra: str = "", name: str = "box.toml") -> Job:
     return make_job(
         jobs_dir, name, f'schedule = "@manual"\n{extra}\n[docker]\nimage = "{IMAGE}"\n{body}\n'
     )
 
 
-def call(job: spec.Job, *, run_id: str = "0123456789abcdef0123") -> ActionResult:
+def call(job: Job, *, run_id: str = "0123456789abcdef0123") -> ActionResult:
     async def main() -> ActionResult:
         return await execute(
             job, run_env={"KRON_RUN_ID": run_id, "KRON_JOB": job.id}, stop=asyncio.Event()
@@ -198,7 +200,7 @@ def test_cancelling_a_run_stops_its_container_and_records_cancelled(
         scheduler.subscribe(events)
         scheduler.add(job, cursor=T0, paused=True, now=T0)
         try:
-            run = scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+            run = scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
             assert run is not None
             await until_true((jobs_dir / "data" / "started").exists)
             scheduler.cancel(run.run_id)
@@ -206,7 +208,7 @@ def test_cancelling_a_run_stops_its_container_and_records_cancelled(
         finally:
             await scheduler.shutdown(timedelta(seconds=5))
         ended = events.ended()[0]
-        assert (ended.outcome, ended.signal, ended.exit_code) == (spec.Outcome.CANCELLED, 9, None)
+        assert (ended.outcome, ended.signal, ended.exit_code) == (Outcome.CANCELLED, 9, None)
         assert kron_containers(clean) == []
 
     asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
@@ -316,13 +318,13 @@ def test_the_record_of_a_docker_run_through_the_scheduler(jobs_dir: Path, clean:
         scheduler.subscribe(events)
         scheduler.add(job, cursor=T0, paused=True, now=T0)
         try:
-            scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+            scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
             await events.until(lambda e: len(e.ended()) == 1)
         finally:
             await scheduler.shutdown(timedelta(seconds=5))
         ended = events.ended()[0]
         assert (ended.outcome, ended.exit_code, ended.stdout, ended.pid) == (
-            spec.Outcome.SUCCEEDED,
+            Outcome.SUCCEEDED,
             0,
             "done\n",
             None,

@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 
 from kron.config.docgen import replace_section
-from kron.config.loader import load_schema
+from kron.config.schema import load_schema
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_the_readme_job_reference_is_generated_from_the_schema() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert replace_section(readme) == readme, "run `python -m kron.config.docgen` to update README.md"
+    assert replace_section(readme) == readme, (
+        "run `python -m kron.config.docgen` to update README.md"
+    )
 
 
 def _fields(node: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kron.engine.scheduler import Scheduler
-from kron.model.job import Outcome, Trigger
+from kron.model.run import Outcome, Trigger
 from kron.notify.healthcheck import Healthchecks, ping_for, ping_url
 
 from .clock import FakeClock

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from kron.actions.dispatch import ActionResult, execute
+from kron.actions.base import ActionResult
+from kron.actions.dispatch import execute
 from kron.config.catalog import load_dir
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
+from kron.model.job import Job
+from kron.model.run import Trigger
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, until_true
@@ -101,11 +103,11 @@ def server() -> Iterator[Server]:
         yield srv
 
 
-def http_job(jobs_dir: Path, body: str, *, extra: str = "") -> spec.Job:
+def http_job(jobs_dir: Path, body: str, *, extra: str = "") -> Job:
     return make_job(jobs_dir, "probe.toml", f'schedule = "@manual"\n{extra}\n[http]\n{body}\n')
 
 
-def call(job: spec.Job, stop: asyncio.Event | None = None) -> ActionResult:
+def call(job: Job, stop: asyncio.Event | None = None) -> ActionResult:
     async def main() -> ActionResult:
         return await execute(job, run_env={}, stop=stop or asyncio.Event())
 
@@ -254,7 +256,7 @@ def test_a_failed_request_is_retried_by_the_jobs_retry_policy(
         scheduler.subscribe(events)
         scheduler.add(job, cursor=T0, paused=True, now=T0)
         try:
-            scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+            scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
             await events.until(lambda e: len(e.ended()) == 1)
             await clock.advance(10)
             await events.until(lambda e: len(e.ended()) == 2)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kron.config.catalog import load_dir
-from kron.model import job as spec
+from kron.model.job import Concurrency, ShellAction
+from kron.model.run import Outcome
 
 GOOD = """
 schedule = "0 3 * * *"
@@ -43,12 +44,12 @@ def test_a_valid_file_loads_into_a_frozen_typed_job(jobs_dir, write):
     assert job.timezone.key == "Europe/Berlin"
     assert job.timeout is not None
     assert job.timeout.total_seconds() == 5400
-    assert job.concurrency is spec.Concurrency.REPLACE
+    assert job.concurrency is Concurrency.REPLACE
     assert job.max_output == 1024
     assert job.retry.attempts == 3
     assert job.retry.delay.total_seconds() == 0.5
-    assert job.retry.on == frozenset({spec.Outcome.FAILED, spec.Outcome.TIMEOUT})
-    assert job.action == spec.ShellAction(script="echo hi")
+    assert job.retry.on == frozenset({Outcome.FAILED, Outcome.TIMEOUT})
+    assert job.action == ShellAction(script="echo hi")
     with pytest.raises(AttributeError):
         job.timeout = None  # type: ignore[misc]
 

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 import trustme
 
-from kron.config.graph import last_outcomes
 from kron.engine import records
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
-from kron.model.job import Outcome, Trigger
-from kron.model.run import HOST, RunEnded
+from kron.engine.store import FileRecordStore, last_outcomes
+from kron.model.job import Job
+from kron.model.run import HOST, Outcome, RunEnded, Trigger
 from kron.notify.deliveries import Deliveries, backoff_s, wants
 from kron.notify.message import (
     CUT_MARK,
@@ -35,7 +34,6 @@ from kron.notify.message import (
     render_text,
     utf16_len,
 )
-from kron.service.daemon import RecordSink
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, make_job, read_records, until_true
@@ -52,12 +50,12 @@ class Rig:
     scheduler: Scheduler
     clock: FakeClock
     events: Events
-    sink: RecordSink
+    sink: FileRecordStore
     deliveries: Deliveries
     sleeps: Sleeps
     jobs_dir: Path
 
-    def add(self, name: str, text: str) -> spec.Job:
+    def add(self, name: str, text: str) -> Job:
         job = make_job(self.jobs_dir, name, text)
         self.scheduler.add(job, cursor=self.clock.now())
         return job
@@ -80,12 +78,12 @@ def drive(jobs_dir: Path, body: Callable[[Rig], Awaitable[None]], *, start: date
     async def main() -> None:
         clock = FakeClock(start)
         scheduler = Scheduler(clock=clock)
-        sink = RecordSink(jobs_dir=jobs_dir, records_dir=None, clock=clock)
-        scheduler.subscribe(sink)
+        sink = FileRecordStore(jobs_dir=jobs_dir, records_dir=None, clock=clock)
+        scheduler.subscribe(sink.append)
         events = Events()
         scheduler.subscribe(events)
         sleeps = Sleeps()
-        deliveries = Deliveries(records_path=sink.path, clock=clock, sleep=sleeps)
+        deliveries = Deliveries(store=sink, clock=clock, sleep=sleeps)
         deliveries.attach(scheduler)
         loop_task = asyncio.ensure_future(scheduler.run_forever())
         try:
@@ -446,7 +444,17 @@ def test_the_previous_outcome_is_read_from_the_records_after_a_restart(
     for number, outcome in enumerate(before):
         records.append(
             jobs_dir / "ok.runs.jsonl",
-            {"v": 1, "run_id": f"old{number}", "job": "ok", "outcome": outcome},
+            {
+                "v": 1,
+                "run_id": f"old{number}",
+                "job": "ok",
+                "slot": "2026-03-01T00:00:00Z",
+                "trigger": "schedule",
+                "attempt": 1,
+                "outcome": outcome,
+                "started_at": "2026-03-01T00:00:00Z",
+                "ended_at": "2026-03-01T00:00:01Z",
+            },
         )
 
     async def body(rig: Rig) -> None:

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kron.actions.process import OutputBuffer, ProcessResult, run_process, stop_group
+from kron.actions.base import ActionResult
+from kron.actions.process import OutputBuffer, run_process, stop_group
 
 T = TypeVar("T")
 
@@ -79,7 +80,7 @@ def kron_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "kron.process"]
 
 
-def completed(pid: int | None, **fields: Any) -> ProcessResult:
+def completed(pid: int | None, **fields: Any) -> ActionResult:
     """The result of a run that exited 0 with no output, overridden by `fields`."""
     base: dict[str, Any] = {
         "exit_code": 0,
@@ -92,10 +93,10 @@ def completed(pid: int | None, **fields: Any) -> ProcessResult:
         "stopped": False,
         "pid": pid,
     }
-    return ProcessResult(**(base | fields))
+    return ActionResult(**(base | fields))
 
 
-def not_started(error: str, *, stopped: bool = False) -> ProcessResult:
+def not_started(error: str, *, stopped: bool = False) -> ActionResult:
     return completed(None, exit_code=None, error=error, stopped=stopped)
 
 
@@ -360,7 +361,7 @@ def test_timeout_sends_sigkill_after_kill_grace_when_sigterm_is_ignored(
 def test_stop_event_escalates_like_a_timeout_and_marks_the_run_stopped(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
 
-    async def scenario() -> ProcessResult:
+    async def scenario() -> ActionResult:
         stop = asyncio.Event()
         run_task = asyncio.create_task(
             run_process(
@@ -380,7 +381,7 @@ def test_stop_event_escalates_like_a_timeout_and_marks_the_run_stopped(tmp_path:
 
 
 def test_stop_set_before_the_start_runs_nothing() -> None:
-    async def scenario() -> ProcessResult:
+    async def scenario() -> ActionResult:
         stop = asyncio.Event()
         stop.set()
         return await run_process(["true"], stop=stop)

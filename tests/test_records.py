@@ -21,15 +21,14 @@ import pytest
 from kron.engine import records
 from kron.engine.records import (
     append,
-    format_time,
     last_slot,
-    parse_time,
     prune,
     read,
     read_tail,
     records_path,
     unfinished_runs,
 )
+from kron.model.times import format_time, parse_time
 
 PROJECT_ROOT = Path(records.__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

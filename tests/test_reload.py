@@ -49,7 +49,7 @@ def live(jobs_dir: Path, body: Callable[[Daemon, FakeClock, Events], Awaitable[N
         await until_true(seen)
         probe.unlink()
         await until_true(lambda: "zz-probe" not in daemon.catalog.active)
-        daemon.reloads = 0
+        daemon.stats.reloads = 0
         try:
             await body(daemon, clock, events)
         finally:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kron.engine.scheduler import LATE_TOLERANCE, Scheduler, retry_timeline
-from kron.model import job as spec
+from kron.engine.attempts import retry_timeline
+from kron.engine.scheduler import Scheduler
+from kron.engine.slots import LATE_TOLERANCE, NextFires
+from kron.model.run import Outcome, RunEnded, Trigger
 from kron.model.schedule import jitter_offset
 
 from .clock import FakeClock
@@ -75,7 +77,7 @@ def test_forbid_skips_a_slot_while_the_previous_run_is_alive_and_records_it(jobs
         await events.until(lambda e: len(e.ended()) == 1)
         skipped = events.ended()[0]
         assert (skipped.outcome, iso(skipped.slot)) == (
-            spec.Outcome.SKIPPED,
+            Outcome.SKIPPED,
             "2026-03-02T10:02:00Z",
         )
         assert skipped.error == f"run {first.run_id} is still alive (concurrency = forbid)"
@@ -108,7 +110,7 @@ def test_replace_stops_the_old_tree_before_the_new_run_starts(
         await clock.set(datetime(2026, 3, 2, 10, 2, tzinfo=UTC))
         await events.until(lambda e: len(e.started()) == 2)
         kinds = [
-            type(e).__name__ + ":" + (e.outcome.value if hasattr(e, "outcome") else "")
+            type(e).__name__ + ":" + (e.outcome.value if isinstance(e, RunEnded) else "")
             for e in events.all
         ]
         assert kinds == ["RunStarted:", "RunEnded:replaced", "RunStarted:"]
@@ -180,7 +182,7 @@ def test_catchup_after_a_three_hour_outage(
         got = sorted(
             (
                 f"{e.trigger.value}:{e.outcome.value}"
-                if e.trigger is spec.Trigger.CATCHUP
+                if e.trigger is Trigger.CATCHUP
                 else e.outcome.value,
                 e.slot.strftime("%H:%M"),
             )
@@ -281,7 +283,7 @@ def test_the_retry_timeline_of_a_failing_job(jobs_dir: Path) -> None:
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        s.fire("flaky", slot=clock.now(), trigger=spec.Trigger.MANUAL)
+        s.fire("flaky", slot=clock.now(), trigger=Trigger.MANUAL)
         for n in range(1, 4):
             await events.until(lambda e, n=n: len(e.ended()) == n)
             await until_true(lambda: clock.sleepers >= 1)
@@ -334,7 +336,7 @@ def test_retry_on_timeout_only_when_asked(jobs_dir: Path) -> None:
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        run = s.fire("t", slot=clock.now(), trigger=spec.Trigger.MANUAL)
+        run = s.fire("t", slot=clock.now(), trigger=Trigger.MANUAL)
         assert run is not None
         assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
@@ -352,12 +354,12 @@ def test_a_missing_executable_is_a_failed_record_with_the_error(jobs_dir: Path) 
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        run = s.fire("missing", slot=clock.now(), trigger=spec.Trigger.MANUAL)
+        run = s.fire("missing", slot=clock.now(), trigger=Trigger.MANUAL)
         assert run is not None
         assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
         assert ended is not None
-        assert ended.outcome is spec.Outcome.FAILED
+        assert ended.outcome is Outcome.FAILED
         assert ended.exit_code is None
         assert ended.error is not None
         assert "/no/such/program" in ended.error
@@ -372,7 +374,7 @@ def test_success_codes_decide_success(jobs_dir: Path) -> None:
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        run = s.fire("codes", slot=clock.now(), trigger=spec.Trigger.MANUAL)
+        run = s.fire("codes", slot=clock.now(), trigger=Trigger.MANUAL)
         assert run is not None
         assert run.task is not None
         ended = await asyncio.wait_for(run.task, 20)
@@ -500,14 +502,14 @@ def test_cancel_stops_the_tree_and_records_cancelled(jobs_dir: Path) -> None:
 
     async def body(s: Scheduler, clock: FakeClock, events: Events) -> None:
         s.add(job, cursor=clock.now())
-        run = s.fire("c", slot=clock.now(), trigger=spec.Trigger.MANUAL)
+        run = s.fire("c", slot=clock.now(), trigger=Trigger.MANUAL)
         assert run is not None
         assert run.task is not None
         await until_true(lambda: run.pgid is not None)
         assert s.cancel(run.run_id) is run
         ended = await asyncio.wait_for(run.task, 20)
         assert ended is not None
-        assert ended.outcome is spec.Outcome.CANCELLED
+        assert ended.outcome is Outcome.CANCELLED
         assert run.pgid is not None
         with pytest.raises(ProcessLookupError):
             os.killpg(run.pgid, 0)
@@ -538,7 +540,7 @@ def test_the_remembered_next_fire_equals_the_schedule_for_any_order_of_questions
     from kron.model.schedule import parse_schedule
 
     schedule = parse_schedule(expr, ZoneInfo(zone))
-    scheduler = Scheduler(clock=FakeClock(datetime(2026, 10, 24, tzinfo=UTC)))
+    remembered = NextFires()
     start = datetime(2026, 10, 24, 12, tzinfo=UTC)
     rng = random.Random(7)
     # Cursors of many jobs: ascending runs, repeats, steps back, and slots themselves.
@@ -546,4 +548,4 @@ def test_the_remembered_next_fire_equals_the_schedule_for_any_order_of_questions
     afters += [start + timedelta(seconds=rng.uniform(0, 3 * 86400)) for _ in range(300)]
     afters += [s for a in afters[:50] if (s := schedule.next_fire(a)) is not None]
     for after in afters:
-        assert scheduler._next_fire(schedule, after) == schedule.next_fire(after), after
+        assert remembered.after(schedule, after) == schedule.next_fire(after), after

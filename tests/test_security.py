@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from kron.config.catalog import load_dir
-from kron.config.loader import load_job, load_settings, policy_violation
+from kron.config.loader import load_job
+from kron.config.settings import load_settings
+from kron.model.policy import policy_violation
 from kron.service.daemon import Daemon
 
 from .clock import FakeClock

@@ -427,7 +427,7 @@ def test_the_service_is_type_notify_with_a_watchdog_reload_and_restart() -> None
 
 def test_systemd_waits_longer_for_a_stop_than_the_daemons_shutdown_grace() -> None:
     # shutdown_grace (30 s by default) and then up to 10 s more to reap what SIGKILL left.
-    from kron.model.job import Settings
+    from kron.model.settings import Settings
 
     timeout_stop = unit("kron.service")["Service"]["TimeoutStopSec"]
     assert timeout_stop.endswith("s")

@@ -227,7 +227,7 @@ def test_a_non_root_daemon_trusts_its_own_files_and_roots(jobs_dir: Path) -> Non
 AS_NOBODY = f"""
 import os, sys
 import kron.config.catalog, kron.cli.main, kron.config.validate
-from kron.config.loader import _fast_validator
+from kron.config.schema import _fast_validator
 _fast_validator("job")
 os.setgroups([])
 os.setgid({NOBODY})

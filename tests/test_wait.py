@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from kron.actions.dispatch import build_env, execute
+from kron.actions.base import RunEnvironment
+from kron.actions.dispatch import execute
 from kron.actions.wait import BREAKERS, Breakers, WaitResult, wait_until
 from kron.config.catalog import load_dir
 from kron.engine.scheduler import Scheduler
-from kron.model import job as spec
 from kron.model.conditions import (
     AllOf,
     AnyOf,
@@ -33,6 +33,8 @@ from kron.model.conditions import (
     parse_condition,
 )
 from kron.model.errors import ValueProblem
+from kron.model.job import Job
+from kron.model.run import Outcome, Trigger
 
 from .clock import FakeClock
 from .docker_engine import IMAGE, require_engine
@@ -98,7 +100,7 @@ def waiting_job(
     probe_timeout: str = "2s",
     action: str = 'shell = "echo ran"',
     extra: str = "",
-) -> spec.Job:
+) -> Job:
     return make_job(
         jobs_dir,
         f"w-{uuid.uuid4().hex[:8]}.toml",
@@ -116,13 +118,13 @@ def waiting_job(
     )
 
 
-def wait_of(job: spec.Job, *, time: FakeTime, breakers: Breakers | None = None) -> WaitResult:
+def wait_of(job: Job, *, time: FakeTime, breakers: Breakers | None = None) -> WaitResult:
     assert job.wait is not None
     return run(
         wait_until(
             job.wait,
             job=job,
-            env=build_env(job, {}),
+            env=RunEnvironment.read(job).for_process({}),
             stop=asyncio.Event(),
             breakers=breakers or Breakers(clock=time),
             clock=time,
@@ -498,7 +500,7 @@ def test_the_breaker_state_is_shared_by_later_runs_in_the_process(
     second = run(execute(job, run_env={}, stop=asyncio.Event()))
     assert len(server.requests) == 3  # all from the first wait: the run did not probe at all
     assert first.satisfied is False
-    assert second.outcome is spec.Outcome.WAIT_TIMEOUT
+    assert second.outcome is Outcome.WAIT_TIMEOUT
     assert re.fullmatch(
         r"not probed: unreachable 3 times in a row; next probe in \d\.\ds",
         second.extra["wait"]["reason"],
@@ -508,7 +510,7 @@ def test_the_breaker_state_is_shared_by_later_runs_in_the_process(
 # -- in a run -----------------------------------------------------------------------------
 
 
-def drive(job: spec.Job, body: Callable[[Scheduler, Events], Any]) -> None:
+def drive(job: Job, body: Callable[[Scheduler, Events], Any]) -> None:
     async def main() -> None:
         scheduler = Scheduler(clock=FakeClock(T0))
         events = Events()
@@ -527,28 +529,28 @@ def drive(job: spec.Job, body: Callable[[Scheduler, Events], Any]) -> None:
     [
         (
             "fail",
-            spec.Outcome.WAIT_TIMEOUT,
+            Outcome.WAIT_TIMEOUT,
             "",
             "wait timed out after 200ms: file:missing (does not exist)",
         ),
         (
             "skip",
-            spec.Outcome.SKIPPED,
+            Outcome.SKIPPED,
             "",
             "wait timed out after 200ms: file:missing (does not exist)",
         ),
-        ("run", spec.Outcome.SUCCEEDED, "ran\n", None),
+        ("run", Outcome.SUCCEEDED, "ran\n", None),
     ],
 )
 def test_on_timeout_decides_whether_the_action_runs_and_the_record_says_why(
-    jobs_dir: Path, on_timeout: str, outcome: spec.Outcome, stdout: str, error: str | None
+    jobs_dir: Path, on_timeout: str, outcome: Outcome, stdout: str, error: str | None
 ) -> None:
     job = waiting_job(
         jobs_dir, "file:missing", every="50ms", timeout="200ms", on_timeout=on_timeout
     )
 
     async def body(scheduler: Scheduler, events: Events) -> None:
-        scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+        scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
         await events.until(lambda e: len(e.ended()) == 1)
         ended = events.ended()[0]
         assert (ended.outcome, ended.stdout, ended.error) == (outcome, stdout, error)
@@ -565,11 +567,11 @@ def test_a_satisfied_wait_is_recorded_beside_the_actions_output(
     job = waiting_job(jobs_dir, f"tcp://127.0.0.1:{listener}")
 
     async def body(scheduler: Scheduler, events: Events) -> None:
-        scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+        scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
         await events.until(lambda e: len(e.ended()) == 1)
         ended = events.ended()[0]
         assert (ended.outcome, ended.stdout, ended.extra["wait"]["satisfied"]) == (
-            spec.Outcome.SUCCEEDED,
+            Outcome.SUCCEEDED,
             "ran\n",
             True,
         )
@@ -582,13 +584,13 @@ def test_cancelling_a_run_ends_its_wait_at_once(jobs_dir: Path) -> None:
     job = waiting_job(jobs_dir, f"cmd:echo probe >> {probes}; false", every="20ms", timeout="1h")
 
     async def body(scheduler: Scheduler, events: Events) -> None:
-        run_ = scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+        run_ = scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
         assert run_ is not None
         await until_true(lambda: probes.exists() and len(probes.read_text().splitlines()) >= 2)
         scheduler.cancel(run_.run_id)
         await events.until(lambda e: len(e.ended()) == 1)
         ended = events.ended()[0]
-        assert (ended.outcome, ended.stdout) == (spec.Outcome.CANCELLED, "")
+        assert (ended.outcome, ended.stdout) == (Outcome.CANCELLED, "")
         assert ended.error == f"stopped while waiting for cmd:echo probe >> {probes}; false"
         assert ended.extra["wait"]["reason"] == "exit 1"
 
@@ -600,7 +602,7 @@ def test_cancelling_a_run_during_a_slow_cmd_probe_ends_the_probes_processes(jobs
     job = waiting_job(jobs_dir, f"cmd:echo $$ > {pid_file}; exec sleep 30", timeout="1h")
 
     async def body(scheduler: Scheduler, events: Events) -> None:
-        run_ = scheduler.fire(job.id, slot=T0, trigger=spec.Trigger.MANUAL)
+        run_ = scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
         assert run_ is not None
         await until_true(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
         scheduler.cancel(run_.run_id)

@@ -27,7 +27,7 @@ import pytest
 from kron.engine import records
 from kron.service import web
 from kron.service.daemon import Daemon
-from kron.service.web import CONTENT_SECURITY_POLICY
+from kron.service.html import CONTENT_SECURITY_POLICY
 
 from .clock import FakeClock
 from .harness import DEADLINE_S, Events, read_records, write_job

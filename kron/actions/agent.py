@@ -11,29 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from kron.actions.dispatch import (
-    ActionResult,
-    Interrupted,
-    connection_reason,
-    from_process,
-    run_job_process,
-    until_stopped,
-)
-from kron.actions.http_request import client
-from kron.actions.process import OutputBuffer
-from kron.engine import records
-from kron.model import job as spec
+from kron.actions.base import ActionResult, Interrupted, connection_reason, until_stopped
+from kron.actions.httpclient import client
+from kron.actions.process import OutputBuffer, run_job_process
+from kron.model.job import AgentAction, Job
+from kron.model.run import Outcome
 from kron.model.units import format_duration
 
-__all__ = ["AgentBudget", "Ticket", "run_agent"]
+__all__ = ["Ledger", "Seed", "Ticket", "run_agent"]
 
 log = logging.getLogger("kron.agent")
 
@@ -53,14 +46,18 @@ class Ticket:
     tokens: int = 0
 
 
-class AgentBudget:
+# What a ledger learns, on first use, of the runs a day has had already: from the records.
+Seed = Callable[[Job, date], list[Ticket]]
+
+
+class Ledger:
     """The day's agent runs and tokens, per job and in total, and the limits on them.
 
     Args:
         max_runs_per_day: global limit on agent runs in a UTC day (kron.toml).
         max_tokens_per_day: global limit on agent tokens in a UTC day (kron.toml).
-        records_root: where the run records live (`records_dir`, else the jobs directory);
-            None reads them beside the first job's file.
+        seed: today's runs so far (called once, in a worker thread, on the first admission);
+            None starts from nothing.
         now: the clock; the day is its UTC date.
     """
 
@@ -69,36 +66,22 @@ class AgentBudget:
         *,
         max_runs_per_day: int | None = None,
         max_tokens_per_day: int | None = None,
-        records_root: Path | None = None,
+        seed: Seed | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.max_runs_per_day = max_runs_per_day
         self.max_tokens_per_day = max_tokens_per_day
-        self.records_root = records_root
+        self._seed = seed
         self._now = now
         self._tickets: list[Ticket] = []
-        self._seeded = False
         self._lock = asyncio.Lock()
 
-    @classmethod
-    def from_settings(
-        cls, settings: spec.Settings, *, records_root: Path, now: Callable[[], datetime] = _utc_now
-    ) -> AgentBudget:
-        """A jobs directory's budget: kron.toml's limits, records under `records_root`."""
-        return cls(
-            max_runs_per_day=settings.max_runs_per_day,
-            max_tokens_per_day=settings.max_tokens_per_day,
-            records_root=records_root,
-            now=now,
-        )
-
-    async def admit(self, job: spec.Job, action: spec.AgentAction) -> Ticket | str:
+    async def admit(self, job: Job, action: AgentAction) -> Ticket | str:
         """Count a run of `job` now, or say why today's budget refuses it."""
         async with self._lock:
-            if not self._seeded:
-                root = self.records_root or jobs_dir_of(job)
-                self._tickets.extend(await asyncio.to_thread(_tickets_in, root, self._today()))
-                self._seeded = True
+            if self._seed is not None:
+                seed, self._seed = self._seed, None
+                self._tickets.extend(await asyncio.to_thread(seed, job, self._today()))
             today = self._today()
             self._tickets = [t for t in self._tickets if t.day == today]
             mine = [t for t in self._tickets if t.job == job.id]
@@ -145,68 +128,30 @@ class AgentBudget:
         return len(tickets), sum(t.tokens for t in tickets)
 
 
-def jobs_dir_of(job: spec.Job) -> Path:
-    """The jobs directory a job was loaded from: `a/b` in `jobs.d/a/b.toml` -> `jobs.d`."""
-    return job.path.parents[job.id.count("/")]
+_ledgers: dict[Path, Ledger] = {}
 
 
-def _tickets_in(root: Path, today: date) -> list[Ticket]:
-    """Today's agent runs in the records below `root` (tails only: today is at the end)."""
-    found = []
-    for path in _record_files(root):
-        for record in records.read_tail(path):
-            started = record.get("started_at")
-            if (
-                "agent" not in record
-                or record.get("outcome") not in records.TERMINAL_OUTCOMES
-                or not started
-            ):
-                continue
-            try:
-                day = records.parse_time(str(started)).astimezone(UTC).date()
-            except ValueError:
-                continue
-            if day == today:
-                tokens = record.get("tokens_total")
-                found.append(
-                    Ticket(
-                        job=str(record.get("job")),
-                        day=day,
-                        tokens=tokens if isinstance(tokens, int) else 0,
-                    )
-                )
-    return found
-
-
-def _record_files(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*" + records.RECORD_SUFFIX)):
-        if not any(part.startswith(".") for part in path.relative_to(root).parts):
-            yield path
-
-
-_default_budgets: dict[Path, AgentBudget] = {}
-
-
-def _default_budget(job: spec.Job) -> AgentBudget:
-    """Without a budget from the daemon: per-job limits, one ledger per jobs directory."""
-    root = jobs_dir_of(job)
-    return _default_budgets.setdefault(root, AgentBudget(records_root=root))
+def _ledger_of(job: Job) -> Ledger:
+    """Without a ledger from the daemon: per-job limits, one in-memory ledger per jobs directory
+    (the daemon and `kron run` pass one seeded from the records)."""
+    root = job.path.parents[job.id.count("/")]
+    return _ledgers.setdefault(root, Ledger())
 
 
 async def run_agent(
-    job: spec.Job,
-    action: spec.AgentAction,
+    job: Job,
+    action: AgentAction,
     *,
     env: dict[str, str],
     stop: asyncio.Event,
     on_spawn: Callable[[int], None] | None = None,
-    budget: AgentBudget | None = None,
+    budget: Ledger | None = None,
 ) -> ActionResult:
     """Ask the agent, unless today's budget is spent (then the run is recorded `skipped`)."""
-    ticket = await (budget or _default_budget(job)).admit(job, action)
+    ticket = await (budget or _ledger_of(job)).admit(job, action)
     if isinstance(ticket, str):
         log.warning("job %s: %s", job.id, ticket)
-        return ActionResult(outcome=spec.Outcome.SKIPPED, error=ticket)
+        return ActionResult(outcome=Outcome.SKIPPED, error=ticket)
     if action.command is not None:
         return await _cli(job, action, action.command, env=env, stop=stop, on_spawn=on_spawn)
     result = await _api(job, action, env=env, stop=stop)
@@ -216,8 +161,8 @@ async def run_agent(
 
 
 async def _cli(
-    job: spec.Job,
-    action: spec.AgentAction,
+    job: Job,
+    action: AgentAction,
     command: tuple[str, ...],
     *,
     env: dict[str, str],
@@ -235,11 +180,11 @@ async def _cli(
         on_spawn=on_spawn,
         stdin_data=None if in_argv else action.prompt.encode(),
     )
-    return from_process(result, agent="cli")
+    return replace(result, extra={"agent": "cli"})
 
 
 async def _api(
-    job: spec.Job, action: spec.AgentAction, *, env: dict[str, str], stop: asyncio.Event
+    job: Job, action: AgentAction, *, env: dict[str, str], stop: asyncio.Event
 ) -> ActionResult:
     """POST the prompt to `<endpoint>/chat/completions`; the answer is the run's output."""
     assert action.endpoint is not None
@@ -282,7 +227,7 @@ async def _api(
 
 
 async def _post(
-    url: str, payload: dict[str, Any], headers: dict[str, str], action: spec.AgentAction
+    url: str, payload: dict[str, Any], headers: dict[str, str], action: AgentAction
 ) -> tuple[int, Any] | str:
     """The status and decoded JSON answer, or why there is none."""
     try:
@@ -299,9 +244,7 @@ async def _post(
         return response.status_code, response.text
 
 
-def _answer(
-    job: spec.Job, action: spec.AgentAction, url: str, status: int, answer: Any
-) -> ActionResult:
+def _answer(job: Job, action: AgentAction, url: str, status: int, answer: Any) -> ActionResult:
     extra: dict[str, Any] = {"agent": "api", "agent_model": action.model}
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if isinstance(usage, dict):

@@ -10,89 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import socket
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from kron.actions.dispatch import (
-    ActionResult,
-    Interrupted,
-    connection_reason,
-    read_env_file,
-    until_stopped,
-)
+from kron.actions.base import ActionResult, Interrupted, connection_reason, until_stopped
+from kron.actions.docker_client import EngineUnreachable, connect
 from kron.actions.process import OutputBuffer
-from kron.model import job as spec
-from kron.model.errors import KronError
+from kron.model.job import DockerAction, Job
 from kron.model.units import format_duration
 
-__all__ = ["EngineUnreachable", "connect", "container_env", "engine_address", "run_docker"]
+__all__ = ["run_docker"]
 
 log = logging.getLogger("kron.docker")
 
-_DEFAULT_ENGINE = "unix:///var/run/docker.sock"
-_API_TIMEOUT_S = 60.0  # every engine call but the wait for the exit
 _AFTER_KILL_WAIT_S = 10.0
 _NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]+")
 T = TypeVar("T")
 
 
-class EngineUnreachable(KronError):
-    """The Docker engine does not answer."""
-
-
-def engine_address() -> str:
-    """The engine the SDK talks to: DOCKER_HOST, else the default socket."""
-    return os.environ.get("DOCKER_HOST") or _DEFAULT_ENGINE
-
-
-def connect(timeout_s: float = _API_TIMEOUT_S) -> Any:
-    """A DockerClient for DOCKER_HOST (blocking); raise EngineUnreachable when none answers."""
-    import docker
-    from docker.errors import DockerException
-
-    address = engine_address()
-    if address.startswith("unix://"):
-        # Checked first, and closed: the SDK leaves the socket of a failed unix connect open.
-        with socket.socket(socket.AF_UNIX) as probe:
-            probe.settimeout(timeout_s)
-            try:
-                probe.connect(address.removeprefix("unix://"))
-            except OSError as exc:
-                raise EngineUnreachable(
-                    f"docker engine not reachable at {address}: {connection_reason(exc)}"
-                ) from None
-    try:
-        # version negotiation asks the engine, so an engine that does not answer shows up here
-        return docker.from_env(timeout=timeout_s)
-    except DockerException as exc:
-        raise EngineUnreachable(
-            f"docker engine not reachable at {address}: {connection_reason(exc)}"
-        ) from None
-
-
-def container_env(
-    job: spec.Job, action: spec.DockerAction, run_env: Mapping[str, str]
-) -> dict[str, str]:
-    """The container's environment: env_file, the job's `env`, KRON_*, then `docker.env`.
-
-    Unlike a process, a container does not inherit the daemon's environment.
-    """
-    env: dict[str, str] = {}
-    if job.env_file is not None:
-        env.update(read_env_file(job.env_file))
-    env.update(job.env)
-    env.update(run_env)
-    env.update(action.env)
-    return env
-
-
-def _volumes(job: spec.Job, volumes: tuple[str, ...]) -> list[str]:
+def _volumes(job: Job, volumes: tuple[str, ...]) -> list[str]:
     """Bind mounts with a relative host path (`./data:/data`) are relative to the job's folder."""
     out = []
     for volume in volumes:
@@ -109,17 +50,25 @@ def _explain(exc: BaseException) -> str:
 
 
 async def run_docker(
-    job: spec.Job, action: spec.DockerAction, *, run_env: Mapping[str, str], stop: asyncio.Event
+    job: Job,
+    action: DockerAction,
+    *,
+    env: Mapping[str, str],
+    run_id: str | None,
+    stop: asyncio.Event,
 ) -> ActionResult:
     """Run the job's container: create, start, wait (job timeout), collect logs, remove.
 
     A timeout or `stop` sends SIGTERM to the container, then SIGKILL after `kill_grace`. The
     container is removed however the run ends.
+
+    Args:
+        job: the job (timeout, kill_grace, max_output, its folder for relative volumes).
+        action: the job's `docker` table.
+        env: the container's whole environment (see RunEnvironment.for_container).
+        run_id: names the container (`kron-<job>-<run_id>`) and labels it.
+        stop: set by the runner to stop the run.
     """
-    try:
-        env = container_env(job, action, run_env)
-    except (OSError, ValueError) as exc:
-        return ActionResult(error=f"env_file: {exc}")
     deadline = None if job.timeout is None else time.monotonic() + job.timeout.total_seconds()
     try:
         client = await asyncio.to_thread(connect)
@@ -131,7 +80,7 @@ async def run_docker(
             job,
             action,
             env=env,
-            run_id=run_env.get("KRON_RUN_ID"),
+            run_id=run_id,
             stop=stop,
             deadline=deadline,
         )
@@ -143,7 +92,7 @@ def _left(deadline: float | None) -> timedelta | None:
     return None if deadline is None else timedelta(seconds=max(0.0, deadline - time.monotonic()))
 
 
-def _interrupted(why: Interrupted, job: spec.Job, what: str) -> ActionResult:
+def _interrupted(why: Interrupted, job: Job, what: str) -> ActionResult:
     if why is Interrupted.STOPPED:
         return ActionResult(stopped=True, error=f"stopped while {what}")
     assert job.timeout is not None
@@ -154,10 +103,10 @@ def _interrupted(why: Interrupted, job: spec.Job, what: str) -> ActionResult:
 
 async def _run(
     client: Any,
-    job: spec.Job,
-    action: spec.DockerAction,
+    job: Job,
+    action: DockerAction,
     *,
-    env: dict[str, str],
+    env: Mapping[str, str],
     run_id: str | None,
     stop: asyncio.Event,
     deadline: float | None,
@@ -200,7 +149,7 @@ async def _run(
         await asyncio.shield(asyncio.to_thread(_remove, container))
 
 
-def _ensure_image(client: Any, action: spec.DockerAction) -> str | None:
+def _ensure_image(client: Any, action: DockerAction) -> str | None:
     """Make sure the image is present (pulling it if `pull = missing`); return an error or None."""
     from docker.errors import DockerException, ImageNotFound
     from requests import RequestException
@@ -224,7 +173,7 @@ def _ensure_image(client: Any, action: spec.DockerAction) -> str | None:
 
 
 async def _supervise(
-    container: Any, job: spec.Job, *, stop: asyncio.Event, deadline: float | None
+    container: Any, job: Job, *, stop: asyncio.Event, deadline: float | None
 ) -> ActionResult:
     from docker.errors import DockerException
     from requests import RequestException
@@ -282,8 +231,6 @@ async def _stop_container(
     container: Any, exited: asyncio.Future[Any], grace: timedelta, reason: str
 ) -> int | None:
     """SIGTERM, up to `grace` for the exit, then SIGKILL; return the signal that ended it."""
-    import signal
-
     if not await asyncio.to_thread(_signal, container, "SIGTERM"):
         return None
     log.info(

@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
-import ssl
 import time
 from typing import Any
 
 import httpx
 
-from kron.actions.dispatch import ActionResult, Interrupted, connection_reason, until_stopped
+from kron.actions.base import ActionResult, Interrupted, connection_reason, until_stopped
+from kron.actions.httpclient import client
 from kron.actions.process import OutputBuffer
-from kron.model import job as spec
+from kron.model.job import HttpAction, Job
 from kron.model.units import format_duration
 
-__all__ = ["MATCH_LIMIT", "client", "run_http"]
+__all__ = ["MATCH_LIMIT", "run_http"]
 
 # `expect_body` is searched in the first this-many bytes of the body; the record keeps only a
 # head-and-tail excerpt of max_output bytes, never the whole body.
 MATCH_LIMIT = 16 * 1024 * 1024
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """httpx's default TLS settings, built once: building them costs ~25 ms per client."""
-    return httpx.create_ssl_context()
-
-
-def client(timeout_s: float) -> httpx.AsyncClient:
-    """An httpx client for one request (or one probe) with a shared TLS context."""
-    return httpx.AsyncClient(timeout=timeout_s, verify=_tls())
-
-
-async def run_http(job: spec.Job, action: spec.HttpAction, *, stop: asyncio.Event) -> ActionResult:
+async def run_http(job: Job, action: HttpAction, *, stop: asyncio.Event) -> ActionResult:
     """Send the request; succeed when the status is expected and the body matches.
 
     `http.timeout` bounds the request (no answer in time is `failed`, so retries apply); the
@@ -52,7 +40,7 @@ async def run_http(job: spec.Job, action: spec.HttpAction, *, stop: asyncio.Even
     return done
 
 
-async def _request(job: spec.Job, action: spec.HttpAction) -> ActionResult:
+async def _request(job: Job, action: HttpAction) -> ActionResult:
     excerpt = OutputBuffer(job.max_output)
     body = bytearray()
     content: dict[str, Any] = {}

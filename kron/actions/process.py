@@ -12,13 +12,14 @@ import pwd
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from kron.actions.base import ActionResult, working_dir
+from kron.model.job import Job
 from kron.model.units import format_duration
 
-__all__ = ["OutputBuffer", "ProcessResult", "run_process", "stop_group"]
+__all__ = ["OutputBuffer", "run_job_process", "run_process", "stop_group"]
 
 log = logging.getLogger("kron.process")
 
@@ -26,21 +27,6 @@ log = logging.getLogger("kron.process")
 # never reaps, outlives it for long. Past this bound we log and return rather than hang the run.
 _AFTER_KILL_WAIT = timedelta(seconds=5)
 _STDOUT, _STDERR = 1, 2
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ProcessResult:
-    """What became of one child process."""
-
-    exit_code: int | None
-    signal: int | None
-    stdout: str
-    stderr: str
-    truncated: bool
-    error: str | None
-    timed_out: bool
-    stopped: bool
-    pid: int | None
 
 
 class OutputBuffer:
@@ -143,7 +129,7 @@ async def run_process(
     drain_timeout: timedelta = timedelta(seconds=2),
     on_spawn: Callable[[int], None] | None = None,
     stdin_data: bytes | None = None,
-) -> ProcessResult:
+) -> ActionResult:
     """Run `argv` in its own session and process group and return how it ended.
 
     Failures to start are reported in the result, never raised. Setting `stop` (or reaching
@@ -216,6 +202,32 @@ async def run_process(
         transport.close()
 
 
+async def run_job_process(
+    job: Job,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stop: asyncio.Event,
+    on_spawn: Callable[[int], None] | None = None,
+    stdin_data: bytes | None = None,
+) -> ActionResult:
+    """Run argv as the job's process: its folder, umask, user, timeout, grace and output bound."""
+    return await run_process(
+        argv,
+        cwd=str(working_dir(job)),
+        env=env,
+        umask=job.umask,
+        user=job.user,
+        group=job.group,
+        timeout=job.timeout,
+        kill_grace=job.kill_grace,
+        max_output=job.max_output,
+        stop=stop,
+        on_spawn=on_spawn,
+        stdin_data=stdin_data,
+    )
+
+
 async def _supervise(
     transport: asyncio.SubprocessTransport,
     capture: _Capture,
@@ -224,7 +236,7 @@ async def _supervise(
     stop: asyncio.Event | None,
     kill_grace: timedelta,
     drain: timedelta,
-) -> ProcessResult:
+) -> ActionResult:
     """Wait for the exit, a timeout or a stop; then drain the output and clear the group."""
     pgid = transport.get_pid()  # start_new_session: the child leads its own process group
     timed_out = stopped = False
@@ -270,7 +282,7 @@ async def _supervise(
         )
     returncode = transport.get_returncode()
     out, err = capture.buffers[_STDOUT], capture.buffers[_STDERR]
-    return ProcessResult(
+    return ActionResult(
         exit_code=returncode if returncode is not None and returncode >= 0 else None,
         signal=-returncode if returncode is not None and returncode < 0 else None,
         stdout=out.text(),
@@ -413,15 +425,5 @@ def _spawn_error(exc: BaseException, executable: str, cwd: str | None) -> str:
     return f"cannot start {executable}: {exc.strerror or exc}"
 
 
-def _not_started(error: str, *, stopped: bool = False) -> ProcessResult:
-    return ProcessResult(
-        exit_code=None,
-        signal=None,
-        stdout="",
-        stderr="",
-        truncated=False,
-        error=error,
-        timed_out=False,
-        stopped=stopped,
-        pid=None,
-    )
+def _not_started(error: str, *, stopped: bool = False) -> ActionResult:
+    return ActionResult(error=error, stopped=stopped)

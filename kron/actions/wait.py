@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from kron.actions.dispatch import Interrupted, connection_reason, until_stopped, working_dir
+from kron.actions.base import Interrupted, connection_reason, until_stopped, working_dir
 from kron.actions.process import run_process
-from kron.model import job as spec
 from kron.model.conditions import (
     AllOf,
     AnyOf,
@@ -33,6 +32,7 @@ from kron.model.conditions import (
     TcpProbe,
     parse_condition,
 )
+from kron.model.job import Job, WaitSpec
 from kron.model.units import format_duration
 
 __all__ = ["BREAKERS", "Breakers", "WaitResult", "wait_until"]
@@ -127,7 +127,7 @@ class _Verdict:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Context:
-    job: spec.Job
+    job: Job
     env: Mapping[str, str]
     probe_timeout: timedelta
     breakers: Breakers
@@ -206,9 +206,11 @@ async def _tcp(probe: TcpProbe) -> _Found:
 
 
 async def _http(probe: HttpProbe, limit_s: float) -> _Found:
+    # Imported on first use, as the other probes' libraries: a wait on a file, a port or a
+    # command never loads httpx or the docker SDK.
     import httpx
 
-    from kron.actions.http_request import client
+    from kron.actions.httpclient import client
 
     try:
         # Streamed: the status is enough, the body is never read.
@@ -229,7 +231,7 @@ def _docker_state(probe: DockerProbe, limit_s: float) -> _Found:
     from docker.errors import DockerException, NotFound
     from requests import RequestException
 
-    from kron.actions.container import EngineUnreachable, connect
+    from kron.actions.docker_client import EngineUnreachable, connect
 
     try:
         client = connect(limit_s)
@@ -324,9 +326,9 @@ class WaitResult:
 
 
 async def wait_until(
-    wait: spec.WaitSpec,
+    wait: WaitSpec,
     *,
-    job: spec.Job,
+    job: Job,
     env: Mapping[str, str],
     stop: asyncio.Event,
     breakers: Breakers = BREAKERS,

@@ -6,28 +6,19 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
-import os
-import pickle
-import signal
-import threading
-import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
-from kron.config.documents import is_job_file as _is_job_name
-from kron.config.loader import (
-    SETTINGS_NAMES,
-    check_graph,
-    compile_job_schema,
-    discover,
-    job_id_for,
-    load_job,
-    load_settings,
-)
-from kron.model import job as spec
-from kron.model.errors import KronError, Problem, SpecError
+from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
+from kron.config.graph import check_graph
+from kron.config.loader import load_job
+from kron.config.parallel import in_parallel, worker_count
+from kron.config.schema import compile_job_schema
+from kron.config.settings import load_settings
+from kron.model.errors import Findings, KronError, Problem, SpecError
+from kron.model.job import Job
+from kron.model.settings import Settings
 from kron.model.trust import Trust
 
 __all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "load_dir"]
@@ -38,26 +29,22 @@ class JobsDirGone(KronError):
 
 
 @dataclass(kw_only=True, slots=True)
-class Entry:
+class Entry(Findings):
     """One job file: the last good job it defined and what is wrong with it now."""
 
     path: Path
     job_id: str
-    job: spec.Job | None = None  # last good definition
+    job: Job | None = None  # last good definition
     problems: list[Problem] = field(default_factory=list)
     seen: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when last read
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
 
 
 @dataclass(kw_only=True, slots=True)
 class Changes:
     """What one reload changed in the active job set, and what it found wrong."""
 
-    added: list[spec.Job] = field(default_factory=list)
-    updated: list[spec.Job] = field(default_factory=list)
+    added: list[Job] = field(default_factory=list)
+    updated: list[Job] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     invalid: list[Entry] = field(default_factory=list)  # files whose new version was refused
     fixed: list[Entry] = field(default_factory=list)  # files that were invalid and load again
@@ -80,13 +67,13 @@ class Catalog:
 
     def __init__(self, jobs_dir: Path) -> None:
         self.jobs_dir = jobs_dir
-        self.settings = spec.Settings()
+        self.settings = Settings()
         self.settings_problems: list[Problem] = []
         self.settings_seen: tuple[int, int, int] | None = None
         self.folder_problems: list[Problem] = []
         self.graph_problems: list[Problem] = []
         self.entries: dict[Path, Entry] = {}
-        self.active: dict[str, spec.Job] = {}
+        self.active: dict[str, Job] = {}
         self._owner: dict[str, Path] = {}  # the file whose job is active for an id
 
     # -- reading ----------------------------------------------------------------------------
@@ -95,11 +82,11 @@ class Catalog:
         """(Re)read everything: kron.toml, then every job file."""
         self._require_jobs_dir()
         settings, problems = load_settings(self.jobs_dir)
-        settings_errors = [p for p in problems if p.severity == "error"]
+        settings_errors = [p for p in problems if p.is_error]
         changes = Changes(settings_problems=problems)
         if not settings_errors or settings.path is None or not self.entries:
             changes.settings_changed = settings != self.settings
-            self.settings = settings if not settings_errors else spec.Settings(path=settings.path)
+            self.settings = settings if not settings_errors else Settings(path=settings.path)
         self.settings_problems = problems
         self.settings_seen = _identity(settings.path) if settings.path else None
         files, self.folder_problems = discover(self.jobs_dir)
@@ -134,7 +121,7 @@ class Catalog:
                 gone.update(
                     p for p in self.entries if (p == path or _is_under(p, path)) and p not in found
                 )
-            elif path.exists() and _is_job_name(path.name):
+            elif path.exists() and is_job_file(path.name):
                 files.add(path)
             else:
                 gone.update(p for p in self.entries if p == path or _is_under(p, path))
@@ -258,111 +245,15 @@ class Catalog:
         """Files with errors now (their last good job, if any, is still active)."""
         bad: dict[str, list[Problem]] = {}
         for problem in self.problems:
-            if problem.severity == "error":
+            if problem.is_error:
                 bad.setdefault(problem.path, []).append(problem)
         return bad
 
 
-_Loaded = tuple[Path, "tuple[int, int, int] | None", "spec.Job | None", list[Problem]]
-PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
-MAX_WORKERS = 4
-T = TypeVar("T")
-R = TypeVar("R")
+_Loaded = tuple[Path, "tuple[int, int, int] | None", "Job | None", list[Problem]]
 
 
-def worker_count(files: int) -> int:
-    """How many processes should load `files` files: 1 below PARALLEL_MIN, else one per core."""
-    if files < PARALLEL_MIN:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
-    except AttributeError:  # pragma: no cover - macOS
-        cores = os.cpu_count() or 1
-    return min(cores, MAX_WORKERS)
-
-
-def in_parallel(work: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
-    """Return `[work(c) for c in chunks]`, the first chunk here and each other in a fork.
-
-    A forked child inherits its chunk, so nothing is pickled on the way in; only `work`'s
-    result comes back, through a pipe. This process works on its own chunk meanwhile.
-    """
-    if threading.active_count() > 1:
-        # A fork copies only the calling thread, and a lock another one held stays locked in
-        # the child. The daemon's first load and `kron validate` have one thread; otherwise
-        # the chunks are worked through here, in turn.
-        return [work(chunk) for chunk in chunks]
-    children: list[tuple[int, int]] = []
-    try:
-        for chunk in chunks[1:]:
-            read_fd, write_fd = os.pipe()
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(read_fd)
-                os.close(write_fd)
-                raise
-            if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                os.close(read_fd)
-                _work_in_child(work, chunk, write_fd)
-            os.close(write_fd)
-            children.append((pid, read_fd))
-        results = [work(chunks[0])]
-        for pid, read_fd in children:
-            results.append(_result_of(pid, read_fd))
-    finally:
-        for pid, read_fd in children:
-            _reap(pid, read_fd)
-    return results
-
-
-def _work_in_child(work: Callable[[T], R], chunk: T, write_fd: int) -> None:  # pragma: no cover
-    """Run `work` in a forked child, send back (ok, result or traceback), and exit."""
-    code = 1
-    try:
-        quiet_worker()
-        try:
-            payload: tuple[bool, object] = (True, work(chunk))
-        except BaseException:  # anything goes back to the parent, as text
-            payload = (False, traceback.format_exc())
-        with open(write_fd, "wb") as out:
-            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
-        code = 0
-    finally:
-        os._exit(code)  # never return into the parent's stack, flush its buffers or run atexit
-
-
-def _result_of(pid: int, read_fd: int) -> Any:
-    with open(read_fd, "rb", closefd=False) as source:
-        data = source.read()
-    try:
-        ok, value = pickle.loads(data)
-    except Exception:  # a child that died mid-way leaves a truncated pickle
-        raise RuntimeError(f"load worker {pid} ended without a result") from None
-    if not ok:
-        raise RuntimeError(f"load worker {pid} failed:\n{value}")
-    return value
-
-
-def _reap(pid: int, read_fd: int) -> None:
-    """Close the pipe (a child still writing then fails and exits) and wait for the child."""
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-
-
-def quiet_worker() -> None:
-    """Make a forked worker deaf to the parent's signal handling.
-
-    A fork inherits asyncio's signal wakeup fd: a SIGTERM or SIGINT that reaches a worker (a
-    Ctrl-C reaches the whole process group) would be written into the daemon's own loop and
-    stop the daemon. Workers take default handlers.
-    """
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-
-
-def _load_chunk(paths: list[Path], jobs_dir: Path, settings: spec.Settings) -> list[_Loaded]:
+def _load_chunk(paths: list[Path], jobs_dir: Path, settings: Settings) -> list[_Loaded]:
     folders: dict[str, list[str]] = {}  # one verdict per folder per load
     trust = Trust.current()
     loaded: list[_Loaded] = []
@@ -392,22 +283,14 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 @dataclass(kw_only=True, slots=True)
-class LoadResult:
+class LoadResult(Findings):
     """A whole jobs directory: the jobs that loaded and every problem found."""
 
     jobs_dir: Path
-    settings: spec.Settings
-    jobs: dict[str, spec.Job] = field(default_factory=dict)
+    settings: Settings
+    jobs: dict[str, Job] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity != "error"]
 
 
 def load_dir(jobs_dir: Path) -> LoadResult:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from kron.config.loader import load_schema
+from kron.config.schema import load_schema
 
 BEGIN = "<!-- BEGIN JOB REFERENCE"
 END = "<!-- END JOB REFERENCE -->"

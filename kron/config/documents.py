@@ -16,7 +16,7 @@ try:  # the compiled parser of the same project as tomllib, same errors, ~3x fas
 except ImportError:  # pragma: no cover
     import tomllib  # type: ignore[no-redef]
 
-from kron.model.errors import Problem, SpecError
+from kron.model.errors import Problem, Severity, SpecError
 
 if TYPE_CHECKING:
     import yaml
@@ -85,6 +85,20 @@ class Document:
         if self.is_yaml:
             return _yaml_locate(self.text, pointer)
         return _toml_locate(self.text, pointer)
+
+    def problem(
+        self, pointer: Sequence[str | int], message: str, severity: Severity = Severity.ERROR
+    ) -> Problem:
+        """A problem with the field at `pointer` (`[]`: the whole file), with its line."""
+        line, column = self.locate(pointer)
+        return Problem(
+            path=str(self.path),
+            pointer="/" + "/".join(str(part) for part in pointer),
+            message=message,
+            line=line,
+            column=column,
+            severity=severity,
+        )
 
 
 def read_document(
@@ -313,10 +327,3 @@ def _toml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, i
         if hit:
             return hit
     return None, None
-
-
-def is_job_file(name: str) -> bool:
-    """True for a name that may hold a job: right suffix, not hidden, not an editor temporary."""
-    if name.startswith((".", "#")) or name.endswith("~"):
-        return False
-    return name.endswith(JOB_SUFFIXES)

@@ -10,9 +10,11 @@ from typing import Any, TextIO
 import tomli_w
 import yaml
 
-from kron.config.documents import is_job_file, read_document
-from kron.config.loader import DEFAULT_MAX_FILE_SIZE, SETTINGS_NAMES, load_schema
+from kron.config.discovery import SETTINGS_NAMES, is_job_file
+from kron.config.documents import read_document
+from kron.config.schema import load_schema
 from kron.model.errors import SpecError, UsageError
+from kron.model.settings import DEFAULT_MAX_FILE_SIZE
 
 
 def _ordered(data: Any, schema: Mapping[str, Any] | None) -> Any:

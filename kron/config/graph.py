@@ -1,20 +1,22 @@
-"""`kron tree`: the trigger graph drawn as an indented tree, each job with its last outcome."""
+"""The trigger graph: its checks (known targets, no cycle) and `kron tree`'s drawing of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
-from kron.engine import records
-from kron.model import job as spec
+from kron.model.errors import Problem
+from kron.model.job import Job
 
-__all__ = ["last_outcomes", "render_tree", "roots"]
+__all__ = ["check_graph", "render_tree", "roots"]
 
 _TEE, _ELBOW, _PIPE, _GAP = "├── ", "└── ", "│   ", "    "
 NEVER_RAN = "no runs yet"
 
 
-def roots(jobs: Mapping[str, spec.Job]) -> list[str]:
+def roots(jobs: Mapping[str, Job]) -> list[str]:
     """Jobs that trigger something and that nothing triggers, sorted by id."""
     triggered = {target for job in jobs.values() for target in job.triggers}
     return sorted(
@@ -23,7 +25,7 @@ def roots(jobs: Mapping[str, spec.Job]) -> list[str]:
 
 
 def render_tree(
-    jobs: Mapping[str, spec.Job], last_outcomes: Mapping[str, str], root: str | None = None
+    jobs: Mapping[str, Job], last_outcomes: Mapping[str, str], root: str | None = None
 ) -> str:
     """Draw the jobs reachable through `triggers`, from every root or from one job.
 
@@ -65,33 +67,62 @@ def render_tree(
     return "".join(line + "\n" for line in lines)
 
 
-def _state(job: spec.Job | None, outcome: str | None) -> str:
+def _state(job: Job | None, outcome: str | None) -> str:
     if job is None:
         return "(unknown job)"
     text = outcome or NEVER_RAN
     return text if job.enabled else f"{text}, disabled"
 
 
-def last_outcomes(records_root: Path, job_ids: Iterable[str]) -> dict[str, str]:
-    """Read each job's newest terminal outcome from the tail of its records file.
+class _Linked(Protocol):
+    """What the trigger graph needs of a job (a Job, or validate's summary of one)."""
 
-    Started lines (a run still going) and delivery lines (no `outcome`) are passed over. Jobs
-    without a terminal record are left out.
+    @property
+    def path(self) -> Path: ...
+    @property
+    def triggers(self) -> tuple[str, ...]: ...
 
-    Args:
-        records_root: where records files live (`records_dir`, else the jobs directory).
-        job_ids: the jobs to look up.
 
-    Returns:
-        Outcome by job id.
-    """
-    found: dict[str, str] = {}
-    for job_id in job_ids:
-        path = records.records_path(job_id, jobs_dir=records_root, records_dir=None)
-        record = records.last_terminal(path)
-        if record is None and path.exists() and path.stat().st_size > records.TAIL_BYTES:
-            # The newest terminal line is longer than the tail window (large output).
-            record = records.last_terminal(path, max_bytes=path.stat().st_size)
-        if record is not None:
-            found[job_id] = str(record["outcome"])
-    return found
+def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path]) -> list[Problem]:
+    """Triggers must name known jobs and form no cycle; an unscheduled job must be triggered."""
+    problems = []
+    triggered: set[str] = set()
+    for job in jobs.values():
+        for index, target in enumerate(job.triggers):
+            triggered.add(target)
+            if target not in files_by_id:
+                hint = difflib.get_close_matches(target, list(files_by_id), n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                problems.append(
+                    Problem(
+                        path=str(job.path),
+                        pointer=f"/triggers/{index}",
+                        message=f"unknown job {target!r}{extra}",
+                    )
+                )
+    # Depth-first search for cycles, reported once per cycle on its first member.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in jobs[node].triggers if node in jobs else ():
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                problems.append(
+                    Problem(
+                        path=str(jobs[nxt].path),
+                        pointer="/triggers",
+                        message="trigger cycle: " + " -> ".join(cycle),
+                    )
+                )
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(k for k, job in jobs.items() if job.triggers):  # others end no cycle
+        if node not in state:
+            visit(node)
+    return problems

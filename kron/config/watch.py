@@ -22,8 +22,7 @@ from pathlib import Path
 import watchfiles
 from watchfiles._rust_notify import RustNotify
 
-from kron.config.documents import is_job_file
-from kron.config.loader import SETTINGS_NAMES
+from kron.config.discovery import SETTINGS_NAMES, is_job_file
 
 log = logging.getLogger("kron.watch")
 
@@ -165,7 +164,7 @@ def parse_events(buffer: bytes) -> Iterator[tuple[int, int, str]]:
 class Watches:
     """One inotify instance, with a watch on every folder below the jobs directory but hidden ones.
 
-    Folders are followed through symlinks, once each, as `kron.config.loader.discover` reads them.
+    Folders are followed through symlinks, once each, as `discovery.discover` reads them.
     """
 
     def __init__(self, jobs_dir: Path) -> None:

@@ -22,22 +22,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
 
-from kron.model import job as spec
-from kron.model.job import Outcome, Trigger
-from kron.model.run import RunEnded, new_run_id
+from kron.engine.scheduler import Scheduler
+from kron.model.job import Job
+from kron.model.run import FAILED_FOR_GOOD, Outcome, RunEnded, Trigger, new_run_id
 
-if TYPE_CHECKING:
-    from kron.engine.scheduler import Scheduler
-
-__all__ = ["FAILED_FOR_GOOD", "Chains", "Consequence", "consequence"]
+__all__ = ["Chains", "Consequence", "consequence"]
 
 log = logging.getLogger("kron.chain")
-
-FAILED_FOR_GOOD = frozenset(
-    {Outcome.FAILED, Outcome.TIMEOUT, Outcome.WAIT_TIMEOUT, Outcome.CANCELLED, Outcome.ABANDONED}
-)
 
 
 class Consequence(enum.Enum):
@@ -68,7 +60,7 @@ class Chains:
         self._scheduler = scheduler
         scheduler.on_run_ended(self.run_ended)
 
-    def run_ended(self, job: spec.Job, ended: RunEnded) -> None:
+    def run_ended(self, job: Job, ended: RunEnded) -> None:
         """Fire or fail the jobs that `job` triggers, from its run's final record."""
         if not job.triggers:
             return
@@ -86,7 +78,7 @@ class Chains:
                 ", ".join(job.triggers),
             )
 
-    def _fire(self, job: spec.Job, ended: RunEnded) -> None:
+    def _fire(self, job: Job, ended: RunEnded) -> None:
         scheduler = self._attached()
         # Scheduler.stop() was called: a run started now would escape the shutdown's grace.
         if scheduler.stopping:
@@ -116,7 +108,7 @@ class Chains:
                 target, slot=ended.slot, trigger=Trigger.DEPENDENCY, upstream=ended.run_id
             )
 
-    def _cascade(self, job: spec.Job, ended: RunEnded) -> None:
+    def _cascade(self, job: Job, ended: RunEnded) -> None:
         """Record dependency_failed on every job below `job`, breadth first, once each."""
         scheduler = self._attached()
         origin = f'"{job.id}" run {ended.run_id}: {ended.outcome.value}'
@@ -148,7 +140,7 @@ class Chains:
                 queue.append((target, record.run_id, Outcome.DEPENDENCY_FAILED, js.job.triggers))
 
     def _record(
-        self, job: spec.Job, ended: RunEnded, outcome: Outcome, *, upstream: str, error: str
+        self, job: Job, ended: RunEnded, outcome: Outcome, *, upstream: str, error: str
     ) -> RunEnded:
         record = RunEnded(
             run_id=new_run_id(),
@@ -173,7 +165,7 @@ class Chains:
         return self._scheduler
 
 
-def _not_runnable(job: spec.Job, *, paused: bool) -> str | None:
+def _not_runnable(job: Job, *, paused: bool) -> str | None:
     if not job.enabled:
         return "not run: the job is disabled (enabled = false)"
     if paused:

@@ -11,55 +11,47 @@ the inode lock for the whole write). Over NFS it is not, so records belong on a 
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
+from kron.model.run import Outcome
+from kron.model.times import parse_time
+
 __all__ = [
-    "FORMAT_VERSION",
     "RECORD_SUFFIX",
-    "STARTED_OUTCOME",
     "TAIL_BYTES",
-    "TERMINAL_OUTCOMES",
     "append",
-    "format_time",
+    "append_many",
     "last_slot",
     "last_terminal",
-    "parse_time",
     "prune",
     "read",
+    "read_reversed",
     "read_tail",
+    "record_files",
     "records_path",
     "unfinished_runs",
 ]
 
 RECORD_SUFFIX = ".runs.jsonl"
-FORMAT_VERSION = 1
-STARTED_OUTCOME = "started"
-TERMINAL_OUTCOMES = frozenset(
-    {"succeeded", "failed", "timeout", "replaced", "cancelled", "abandoned"}  # a run that ran
-    | {"skipped", "missed", "dependency_failed", "wait_timeout"}  # a slot that never ran
-)
 TAIL_BYTES = 256 * 1024
+_STARTED = Outcome.STARTED.value
+_TERMINAL = frozenset(o.value for o in Outcome if o.is_terminal)
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("kron.records")
 _FILE_MODE = 0o640
 _DIR_MODE = 0o750
 _BLOCK = 64 * 1024
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))"
-)
 
 
 def records_path(job_id: str, *, jobs_dir: Path, records_dir: Path | None) -> Path:
@@ -159,6 +151,14 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def read_reversed(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield every valid record, newest first (reading the file from its end)."""
+    for _, raw in _backwards(path):
+        record = _parse(raw)
+        if record is not None:
+            yield record
+
+
 def read_tail(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
     """Return the valid records whose whole line lies within the last `max_bytes`, oldest first."""
     found: list[dict[str, Any]] = []
@@ -184,7 +184,7 @@ def last_slot(path: Path, max_bytes: int = TAIL_BYTES) -> datetime | None:
             break
         record = _parse(raw)
         outcome = record.get("outcome") if record else None
-        if record is None or (outcome != STARTED_OUTCOME and outcome not in TERMINAL_OUTCOMES):
+        if record is None or (outcome != _STARTED and outcome not in _TERMINAL):
             continue
         slot = _time_field(record, "slot")
         if slot is not None and (newest is None or slot > newest):
@@ -201,7 +201,7 @@ def last_terminal(
             break
         record = _parse(raw)
         found = record.get("outcome") if record else None
-        if record is not None and found in TERMINAL_OUTCOMES and outcome in (None, found):
+        if record is not None and found in _TERMINAL and outcome in (None, found):
             return record
     return None
 
@@ -218,9 +218,9 @@ def unfinished_runs(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, A
         if record is None or not isinstance(run_id, str):
             continue
         outcome = record.get("outcome")
-        if outcome in TERMINAL_OUTCOMES:
+        if outcome in _TERMINAL:
             ended.add(run_id)
-        elif outcome == STARTED_OUTCOME and run_id not in ended:
+        elif outcome == _STARTED and run_id not in ended:
             found.append(record)
             ended.add(run_id)  # report a run once even if its start was written twice
     found.reverse()
@@ -324,7 +324,7 @@ def _plan(f: IO[bytes], keep: int | None, cutoff: datetime | None) -> tuple[int,
         line_runs.append(run)
         if "outcome" not in record:
             continue  # a note on the run (a delivery): it neither starts nor ends it
-        run.running = record.get("outcome") not in TERMINAL_OUTCOMES
+        run.running = record.get("outcome") not in _TERMINAL
         if cutoff is not None and not run.running:
             run.ended_at = _time_field(record, "ended_at") or _time_field(record, "slot")
     runs.sort(key=attrgetter("last_line"), reverse=True)
@@ -419,41 +419,10 @@ def _time_field(record: Mapping[str, Any], name: str) -> datetime | None:
         return None
 
 
-# Times repeat: the cursors and first-seen times of jobs loaded together are one instant.
-@functools.lru_cache(maxsize=4096)
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp into an aware UTC datetime.
-
-    Fractions beyond microseconds are truncated; a leap second (`:60`) is rejected.
-
-    Raises:
-        ValueError: `text` is not RFC 3339 with an offset or `Z`.
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not an RFC 3339 time like 2026-11-22T03:00:00Z")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    fraction, zulu, sign, off_h, off_m = match.group(7, 8, 9, 10, 11)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if not zulu:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (1 if sign == "+" else -1)
-        if int(off_h) > 23 or int(off_m) > 59:
-            raise ValueError(f"{text!r} has an impossible UTC offset")
-    local = datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
-    try:
-        return local.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{text!r} is out of range in UTC") from None
-
-
-@functools.lru_cache(maxsize=4096)
-def format_time(dt: datetime) -> str:
-    """Write an aware datetime as RFC 3339 UTC: `2026-11-22T03:00:00Z`, `...00.250000Z`.
-
-    Microseconds appear, as six digits, only when they are not zero, so whole-second slots read
-    as cron writes them.
-    """
-    if dt.utcoffset() is None:
-        raise ValueError(f"{dt!r} is naive; records hold aware times only")
-    return dt.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+def record_files(root: Path) -> Iterator[Path]:
+    """Every records file below a records location (hidden folders skipped), in name order."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.endswith(RECORD_SUFFIX):
+                yield Path(folder) / name

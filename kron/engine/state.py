@@ -8,15 +8,17 @@ ran yet, an operator's pause).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kron.engine.records import format_time, parse_time
+from kron.model.times import format_time, parse_time
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+log = logging.getLogger("kron.daemon")
 
 
 def current_boot_id() -> str:
@@ -73,6 +75,14 @@ class State:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
+
+    def save_logged(self) -> None:
+        """save(), with a failure logged: the state in memory stays right, and is saved again
+        at the next change."""
+        try:
+            self.save()
+        except OSError as exc:
+            log.error("cannot save state to %s: %s", self.path, exc)
 
 
 def _times(raw: Any) -> dict[str, datetime]:

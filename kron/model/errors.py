@@ -1,12 +1,20 @@
-"""One exception hierarchy; every message is short, specific and names the field."""
+"""One exception hierarchy, and the problems a check finds; every message names the field."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
 class KronError(Exception):
     """Base of every error kron raises on purpose."""
+
+
+class Severity(enum.StrEnum):
+    """How much a problem weighs: an error fails a check, a warning only under --strict."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -18,12 +26,16 @@ class Problem:
     pointer: str = ""
     line: int | None = None
     column: int | None = None
-    severity: str = "error"
+    severity: Severity = Severity.ERROR
 
     @property
     def field(self) -> str:
         """The field as a dotted path (`retry.attempts`), or "" for the whole file."""
         return ".".join(part for part in self.pointer.split("/") if part)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
 
     def __str__(self) -> str:
         where = self.path
@@ -32,8 +44,23 @@ class Problem:
             if self.column is not None:
                 where += f":{self.column}"
         field = f" {self.field}:" if self.field else ""
-        tag = "" if self.severity == "error" else f" {self.severity}:"
+        tag = "" if self.is_error else f" {self.severity}:"
         return f"{where}:{tag}{field} {self.message}"
+
+
+class Findings:
+    """A mixin for whatever carries a `problems` list: its errors and its warnings."""
+
+    __slots__ = ()
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_error]
 
 
 class SpecError(KronError):

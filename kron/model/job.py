@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from kron.model.run import Outcome
 from kron.model.schedule import Schedule
 
 
@@ -30,28 +31,14 @@ class Backoff(enum.Enum):
     EXPONENTIAL = "exponential"
 
 
-class Outcome(enum.Enum):
-    """How a run or a slot ended; the `outcome` field of a record."""
+class DeliveryKind(enum.StrEnum):
+    """Where a notification goes: the one target key of a `notify` entry."""
 
-    STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    SKIPPED = "skipped"
-    MISSED = "missed"
-    REPLACED = "replaced"
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"
-    DEPENDENCY_FAILED = "dependency_failed"
-    WAIT_TIMEOUT = "wait_timeout"
-
-
-class Trigger(enum.Enum):
-    SCHEDULE = "schedule"
-    CATCHUP = "catchup"
-    MANUAL = "manual"
-    DEPENDENCY = "dependency"
-    REBOOT = "reboot"
+    WEBHOOK = "webhook"
+    SLACK = "slack"
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+    COMMAND = "command"
 
 
 class WaitTimeoutAction(enum.Enum):
@@ -145,7 +132,7 @@ class Delivery:
     """One notification target and the outcomes it fires on."""
 
     on: frozenset[str]
-    kind: str  # webhook, slack, telegram, email, command
+    kind: DeliveryKind
     target: Any
     timeout: timedelta
     retries: int
@@ -193,28 +180,3 @@ class Job:
     healthcheck: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     records: Retention = Retention()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Policy:
-    deny: tuple[str, ...] = ()
-    allow: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Settings:
-    """Runner settings from kron.toml; defaults apply when the file is absent."""
-
-    path: Path | None = None
-    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    timezone_explicit: bool = False
-    max_concurrent: int | None = None
-    records_dir: Path | None = None
-    control_socket: Path | None = None
-    metrics: str | None = None
-    shutdown_grace: timedelta = timedelta(seconds=30)
-    max_file_size: int = 1024 * 1024
-    max_runs_per_day: int | None = None
-    max_tokens_per_day: int | None = None
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    policy: Policy = Policy()

@@ -1,20 +1,96 @@
-"""What the runner reports: frozen past-tense events; run records are these, serialised."""
+"""What a run is and what it leaves: its states and outcomes, and its records.
+
+The scheduler emits frozen past-tense events (`RunStarted`, `RunEnded`); a run record is such an
+event serialised, one JSON object per line (SPEC section 7), and reading a line back gives the
+same event again. A delivery leaves a `DeliveryNote` beside the run it reports on.
+"""
 
 from __future__ import annotations
 
+import enum
 import os
 import secrets
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
-from kron.engine.records import FORMAT_VERSION, format_time
-from kron.model.job import Outcome, Trigger
+from kron.model.times import format_time, parse_time
 
+__all__ = [
+    "FORMAT_VERSION",
+    "HOST",
+    "DeliveryNote",
+    "Event",
+    "Outcome",
+    "Output",
+    "RunEnded",
+    "RunRecord",
+    "RunStarted",
+    "RunState",
+    "Trigger",
+    "new_run_id",
+    "read_line",
+]
+
+FORMAT_VERSION = 1
 HOST = socket.gethostname()
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class Outcome(enum.StrEnum):
+    """How a run or a slot ended; the `outcome` field of a record (`started` while it runs)."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+    REPLACED = "replaced"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+    DEPENDENCY_FAILED = "dependency_failed"
+    WAIT_TIMEOUT = "wait_timeout"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Every outcome but `started` ends a run (or records a slot that never ran)."""
+        return self is not Outcome.STARTED
+
+    @property
+    def failed_for_good(self) -> bool:
+        """The work did not get done: it breaks a chain, notifies `failure`, pings `/fail`."""
+        return self in FAILED_FOR_GOOD
+
+
+# `skipped` and `replaced` are neither a success nor a failure: the job chose not to act, or a
+# newer run took over.
+FAILED_FOR_GOOD = frozenset(
+    {Outcome.FAILED, Outcome.TIMEOUT, Outcome.WAIT_TIMEOUT, Outcome.CANCELLED, Outcome.ABANDONED}
+)
+
+
+class Trigger(enum.StrEnum):
+    """Why a run fired; the `trigger` field of a record."""
+
+    SCHEDULE = "schedule"
+    CATCHUP = "catchup"
+    MANUAL = "manual"
+    DEPENDENCY = "dependency"
+    REBOOT = "reboot"
+
+
+class RunState(enum.StrEnum):
+    """Where a live run stands (`kron status`); a run that ended is no longer listed."""
+
+    QUEUED = "queued"  # waiting for a place under max_concurrent, or for the run it replaces
+    RUNNING = "running"  # an attempt is under way (its wait, then its action)
+    RETRY_WAIT = "retry-wait"  # between two attempts
+    DONE = "done"
 
 
 def new_run_id() -> str:
@@ -23,22 +99,31 @@ def new_run_id() -> str:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RunStarted:
-    """A run began: written before the action starts, so a crash leaves a trace."""
+class Output:
+    """What a run leaves for its record: how it exited, its output, and any further fields.
 
-    run_id: str
-    job: str
-    slot: datetime
-    trigger: Trigger
-    attempt: int
-    started_at: datetime
-    config_sha: str
-    upstream: str | None = None
+    An action's result and a run's final record both carry these; `output()` copies them from
+    one to the other.
+    """
+
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    error: str | None = None
+    pid: int | None = None
+    # More record fields (http_status, tokens, wait, ...); one shared empty mapping by default.
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
+
+    def output(self) -> dict[str, Any]:
+        """The fields of `Output` alone, to build another `Output` from."""
+        return {f.name: getattr(self, f.name) for f in fields(Output)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RunEnded:
-    """A run or a slot reached its outcome (a skipped or missed slot has no RunStarted)."""
+class RunRecord(Output):
+    """One run line of a job's records; a `RunStarted` or a `RunEnded`."""
 
     run_id: str
     job: str
@@ -47,63 +132,188 @@ class RunEnded:
     attempt: int
     outcome: Outcome
     started_at: datetime | None
-    ended_at: datetime
+    ended_at: datetime | None = None
     config_sha: str
-    exit_code: int | None = None
-    signal: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    truncated: bool = False
-    error: str | None = None
-    pid: int | None = None
     upstream: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    host: str = HOST
 
     @property
     def duration_s(self) -> float | None:
-        if self.started_at is None:
+        if self.started_at is None or self.ended_at is None:
             return None
         return round((self.ended_at - self.started_at).total_seconds(), 6)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as its line holds it."""
+        raise NotImplementedError
+
+    def _head(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "run_id": self.run_id,
+            "job": self.job,
+            "slot": format_time(self.slot),
+            "trigger": self.trigger.value,
+            "attempt": self.attempt,
+            "outcome": self.outcome.value,
+            "started_at": format_time(self.started_at) if self.started_at else None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunStarted(RunRecord):
+    """A run began: written before the action starts, so a crash leaves a trace."""
+
+    outcome: Outcome = Outcome.STARTED
+    started_at: datetime
+    daemon_pid: int = field(default_factory=os.getpid)
+
+    def to_json(self) -> dict[str, Any]:
+        line = self._head() | {
+            "config_sha": self.config_sha,
+            "host": self.host,
+            "daemon_pid": self.daemon_pid,
+        }
+        if self.upstream:
+            line["upstream"] = self.upstream
+        return line
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunEnded(RunRecord):
+    """A run or a slot reached its outcome (a skipped or missed slot has no RunStarted)."""
+
+    ended_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        line = self._head() | {
+            "ended_at": format_time(self.ended_at),
+            "duration_s": self.duration_s,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "truncated": self.truncated,
+            "error": self.error,
+            "config_sha": self.config_sha,
+            "host": self.host,
+            "pid": self.pid,
+        }
+        line.update(self.extra)
+        if self.upstream:
+            line["upstream"] = self.upstream
+        return line
 
 
 Event = RunStarted | RunEnded
 
 
-def to_record(event: Event) -> dict[str, Any]:
-    """Serialise an event as a run record (SPEC section 7)."""
-    record: dict[str, Any] = {
-        "v": FORMAT_VERSION,
-        "run_id": event.run_id,
-        "job": event.job,
-        "slot": format_time(event.slot),
-        "trigger": event.trigger.value,
-        "attempt": event.attempt,
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryNote:
+    """How one notification of a run went; a line beside the run's, with no `outcome`."""
+
+    run_id: str
+    job: str
+    target: str
+    ok: bool
+    attempts: int
+    error: str | None
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "run_id": self.run_id,
+            "job": self.job,
+            "delivery": {
+                "target": self.target,
+                "ok": self.ok,
+                "attempts": self.attempts,
+                "error": self.error,
+            },
+            "at": format_time(self.at),
+        }
+
+
+# The fields a record line carries beyond `Output.extra`; anything else is extra.
+_KNOWN = frozenset(
+    {"v", "run_id", "job", "slot", "trigger", "attempt", "outcome", "started_at", "ended_at"}
+    | {"duration_s", "exit_code", "signal", "stdout", "stderr", "truncated", "error"}
+    | {"config_sha", "host", "pid", "daemon_pid", "upstream"}
+)
+
+
+def read_line(line: Mapping[str, Any]) -> RunRecord | DeliveryNote | None:
+    """The record a decoded line holds, or None for a line that is not one kron can read."""
+    try:
+        if "outcome" not in line and isinstance(line.get("delivery"), Mapping):
+            return _note(line)
+        return _run(line)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _run(line: Mapping[str, Any]) -> RunRecord:
+    outcome = Outcome(line["outcome"])
+    common: dict[str, Any] = {
+        "run_id": _str(line["run_id"]),
+        "job": _str(line["job"]),
+        "slot": parse_time(line["slot"]),
+        "trigger": Trigger(line["trigger"]),
+        "attempt": _int(line.get("attempt", 1)),
+        "config_sha": str(line.get("config_sha") or ""),
+        "upstream": line.get("upstream"),
+        "host": str(line.get("host") or ""),
     }
-    if isinstance(event, RunStarted):
-        record |= {
-            "outcome": Outcome.STARTED.value,
-            "started_at": format_time(event.started_at),
-            "config_sha": event.config_sha,
-            "host": HOST,
-            "daemon_pid": os.getpid(),
-        }
-    else:
-        record |= {
-            "outcome": event.outcome.value,
-            "started_at": format_time(event.started_at) if event.started_at else None,
-            "ended_at": format_time(event.ended_at),
-            "duration_s": event.duration_s,
-            "exit_code": event.exit_code,
-            "signal": event.signal,
-            "stdout": event.stdout,
-            "stderr": event.stderr,
-            "truncated": event.truncated,
-            "error": event.error,
-            "config_sha": event.config_sha,
-            "host": HOST,
-            "pid": event.pid,
-        }
-        record.update(event.extra)
-    if event.upstream:
-        record["upstream"] = event.upstream
-    return record
+    started = line.get("started_at")
+    if outcome is Outcome.STARTED:
+        pid = line.get("daemon_pid")
+        return RunStarted(
+            **common,
+            started_at=parse_time(started),
+            daemon_pid=pid if isinstance(pid, int) else 0,
+        )
+    return RunEnded(
+        **common,
+        outcome=outcome,
+        started_at=parse_time(started) if started else None,
+        ended_at=parse_time(line["ended_at"]),
+        exit_code=_maybe_int(line.get("exit_code")),
+        signal=_maybe_int(line.get("signal")),
+        stdout=str(line.get("stdout") or ""),
+        stderr=str(line.get("stderr") or ""),
+        truncated=bool(line.get("truncated")),
+        error=line.get("error") if isinstance(line.get("error"), str) else None,
+        pid=_maybe_int(line.get("pid")),
+        extra={key: value for key, value in line.items() if key not in _KNOWN},
+    )
+
+
+def _note(line: Mapping[str, Any]) -> DeliveryNote:
+    delivery = line["delivery"]
+    error = delivery.get("error")
+    return DeliveryNote(
+        run_id=_str(line["run_id"]),
+        job=_str(line["job"]),
+        target=str(delivery.get("target", "")),
+        ok=bool(delivery.get("ok")),
+        attempts=_int(delivery.get("attempts", 0)),
+        error=error if isinstance(error, str) else None,
+        at=parse_time(line["at"]),
+    )
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _maybe_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -25,8 +25,9 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from kron import __version__
-from kron.actions.dispatch import connection_reason, working_dir
-from kron.model import job as spec
+from kron.actions.base import connection_reason, working_dir
+from kron.actions.process import run_process
+from kron.model.job import Delivery, DeliveryKind, Job
 from kron.model.units import format_duration
 from kron.notify.message import (
     EMAIL_TEXT_MAX,
@@ -105,20 +106,20 @@ class CommandTarget:
 Target = WebhookTarget | SlackTarget | TelegramTarget | EmailTarget | CommandTarget
 
 
-def resolve_target(delivery: spec.Delivery, env: Mapping[str, str]) -> Target:
+def resolve_target(delivery: Delivery, env: Mapping[str, str]) -> Target:
     """Turn a delivery's target table into a typed target, reading secrets from `env`.
 
     Raises:
         DeliveryError: a token or password variable is missing (permanent).
     """
     raw = delivery.target
-    if delivery.kind == "webhook":
+    if delivery.kind is DeliveryKind.WEBHOOK:
         if isinstance(raw, str):
             return WebhookTarget(url=raw, headers={})
         return WebhookTarget(url=raw["url"], headers=dict(raw.get("headers", {})))
-    if delivery.kind == "slack":
+    if delivery.kind is DeliveryKind.SLACK:
         return SlackTarget(url=raw)
-    if delivery.kind == "telegram":
+    if delivery.kind is DeliveryKind.TELEGRAM:
         token = raw.get("bot_token") or _from_env(env, raw.get("bot_token_env"), "bot_token_env")
         if not token:
             raise DeliveryError("telegram needs bot_token or bot_token_env", permanent=True)
@@ -127,7 +128,7 @@ def resolve_target(delivery: spec.Delivery, env: Mapping[str, str]) -> Target:
             chat_id=raw["chat_id"],
             base_url=raw.get("base_url", "https://api.telegram.org").rstrip("/"),
         )
-    if delivery.kind == "email":
+    if delivery.kind is DeliveryKind.EMAIL:
         username = raw.get("username")
         password = _from_env(env, raw.get("password_env"), "password_env")
         if username and not password:
@@ -141,7 +142,7 @@ def resolve_target(delivery: spec.Delivery, env: Mapping[str, str]) -> Target:
             username=username,
             password=password,
         )
-    if delivery.kind == "command":
+    if delivery.kind is DeliveryKind.COMMAND:
         return CommandTarget(argv=tuple(raw))
     raise DeliveryError(f"unknown delivery kind {delivery.kind!r}", permanent=True)
 
@@ -178,7 +179,7 @@ async def _post(
     headers: Mapping[str, str],
     timeout_s: float,
 ) -> httpx.Response:
-    import httpx
+    import httpx  # lazy: only a daemon that sends a notification loads httpx
 
     try:
         response = await client.post(
@@ -262,14 +263,12 @@ def _send_email_sync(target: EmailTarget, message: Message, timeout_s: float) ->
 
 
 async def _send_command(
-    job: spec.Job,
+    job: Job,
     target: CommandTarget,
     message: Message,
     env: Mapping[str, str],
     limit: timedelta,
 ) -> None:
-    from kron.actions.process import run_process
-
     payload = json.dumps(render_json(message), ensure_ascii=False).encode("utf-8") + b"\n"
     result = await run_process(
         target.argv,
@@ -302,7 +301,7 @@ async def send(
     target: Target,
     message: Message,
     *,
-    job: spec.Job,
+    job: Job,
     env: Mapping[str, str],
     limit: timedelta,
     http: Callable[[], httpx.AsyncClient],

@@ -27,24 +27,16 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from kron.actions.dispatch import build_env, mask, secret_values
-from kron.engine import records
-from kron.engine.chain import FAILED_FOR_GOOD
-from kron.engine.records import format_time
-from kron.model import job as spec
+from kron.actions.base import RunEnvironment
+from kron.engine.store import RecordStore
 from kron.model.clock import Clock, RealClock
-from kron.model.job import Outcome
-from kron.model.run import HOST, Event, RunEnded
+from kron.model.job import Delivery, Job
+from kron.model.run import FAILED_FOR_GOOD, HOST, DeliveryNote, Event, Outcome, RunEnded
+from kron.model.secrets import Secrets
 from kron.notify.channels import DeliveryError, Target, resolve_target, send, target_secrets
 from kron.notify.message import Message, build_message
-
-if TYPE_CHECKING:
-    import httpx
-
-    from kron.engine.scheduler import Scheduler
+from kron.notify.sender import Sender
 
 __all__ = ["MAX_BACKOFF_S", "Deliveries", "backoff_s", "wants"]
 
@@ -68,48 +60,37 @@ def backoff_s(attempt: int) -> float:
     return min(float(2 ** (attempt - 1)), MAX_BACKOFF_S)
 
 
-class Deliveries:
+class Deliveries(Sender):
     """Sends each run's notifications in the background and records how each went.
 
     Attach it to the scheduler after the record writer, so that a run's record is on disk
     before its message goes out.
     """
 
+    late_message = "stopped %d notification(s) still in flight at shutdown"
+
     def __init__(
         self,
         *,
-        records_path: Callable[[str], Path],
+        store: RecordStore,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         host: str = HOST,
     ) -> None:
         """Args:
-        records_path: where a job's records file is, by job id (RecordSink.path).
+        store: where delivery lines go, beside the runs they report on.
         clock: stamps the `at` of delivery lines.
         sleep: waits between attempts (tests pass one that returns at once).
         host: the host name the message gives.
         """
-        self._records_path = records_path
+        super().__init__(log)
+        self._store = store
         self._clock = clock or RealClock()
         self._sleep = sleep
         self._host = host
-        self._tasks: set[asyncio.Task[None]] = set()
         # Whether each job's newest success-or-failure was a failure; read from its records
         # on first sight (only for jobs with a `recovery` delivery), then kept up to date.
         self._last_failed: dict[str, bool] = {}
-        self._client: httpx.AsyncClient | None = None
-        self._scheduler: Scheduler | None = None
-
-    def attach(self, scheduler: Scheduler) -> None:
-        """Deliver after every run of `scheduler`; call after subscribing the record writer."""
-        self._scheduler = scheduler
-        scheduler.subscribe(self.event)
-        scheduler.on_run_ended(self.run_ended)
-
-    @property
-    def in_flight(self) -> int:
-        """How many deliveries are still going."""
-        return len(self._tasks)
 
     def event(self, event: Event) -> None:
         """Learn a job's previous outcome from its records before this run's lines count."""
@@ -119,7 +100,7 @@ class Deliveries:
         if js is not None and _wants_recovery(js.job):
             self._last_failed[event.job] = self._previous_failed(event.job, event.run_id)
 
-    def run_ended(self, job: spec.Job, ended: RunEnded) -> None:
+    def run_ended(self, job: Job, ended: RunEnded) -> None:
         """Start the deliveries that this final outcome calls for; return at once."""
         if job.id not in self._last_failed and _wants_recovery(job):
             self._last_failed[job.id] = self._previous_failed(job.id, ended.run_id)
@@ -134,9 +115,8 @@ class Deliveries:
         ]
         if not chosen:
             return
-        env = _environment(job)
+        env, secrets = _environment(job)
         targets: dict[int, Target | DeliveryError] = {}
-        hidden = secret_values(job)
         for index, delivery in enumerate(job.notify):
             try:
                 target = resolve_target(delivery, env)
@@ -144,67 +124,53 @@ class Deliveries:
                 targets[index] = exc
             else:
                 targets[index] = target
-                hidden += target_secrets(target)
-        hidden = sorted(set(hidden), key=len, reverse=True)
-        message = build_message(job, ended, recovery=recovery, secrets=hidden, host=self._host)
+                secrets += target_secrets(target)
+        message = build_message(
+            job, ended, recovery=recovery, secrets=secrets.values, host=self._host
+        )
         for index in chosen:
-            work = self._deliver(
-                job, job.notify[index], targets[index], message=message, env=env, hidden=hidden
+            self._start(
+                self._deliver(
+                    job,
+                    job.notify[index],
+                    targets[index],
+                    message=message,
+                    env=env,
+                    secrets=secrets,
+                )
             )
-            task = asyncio.ensure_future(work)
-            self._tasks.add(task)  # the loop keeps only a weak reference to tasks
-            task.add_done_callback(self._tasks.discard)
-
-    async def drain(self, timeout_s: float) -> None:
-        """Wait up to `timeout_s` seconds for deliveries in flight, then cancel the rest.
-
-        A cancelled delivery is recorded as failed. Call at shutdown, after the scheduler's.
-        """
-        pending = set(self._tasks)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=timeout_s)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("stopped %d notification(s) still in flight at shutdown", len(late))
-                await asyncio.wait(late)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def _previous_failed(self, job_id: str, run_id: str) -> bool:
         """Whether the job's newest success-or-failure on record (not `run_id`) was a failure."""
-        failures = {o.value for o in FAILED_FOR_GOOD}
         try:
-            tail = records.read_tail(self._records_path(job_id))
+            tail = self._store.recent(job_id)
         except OSError as exc:
             log.warning("job %s: cannot read its records for recovery: %s", job_id, exc)
             return False
-        for record in reversed(tail):
-            outcome = record.get("outcome")
-            if record.get("run_id") == run_id:
+        for line in reversed(tail):
+            if not isinstance(line, RunEnded) or line.run_id == run_id:
                 continue
-            if outcome == Outcome.SUCCEEDED.value:
+            if line.outcome is Outcome.SUCCEEDED:
                 return False
-            if outcome in failures:
+            if line.outcome.failed_for_good:
                 return True
         return False
 
     async def _deliver(
         self,
-        job: spec.Job,
-        delivery: spec.Delivery,
+        job: Job,
+        delivery: Delivery,
         target: Target | DeliveryError,
         *,
         message: Message,
         env: Mapping[str, str],
-        hidden: list[str],
+        secrets: Secrets,
     ) -> None:
         attempts = 0
         error: str | None = None
         try:
             if isinstance(target, DeliveryError):
-                error = mask(str(target), hidden)
+                error = secrets.mask(str(target))
             else:
                 while True:
                     attempts += 1
@@ -218,7 +184,7 @@ class Deliveries:
                             http=self._http,
                         )
                     except DeliveryError as exc:
-                        error = mask(str(exc), hidden)
+                        error = secrets.mask(str(exc))
                         if exc.permanent or attempts > delivery.retries:
                             break
                         wait_s = backoff_s(attempts)
@@ -244,13 +210,6 @@ class Deliveries:
             error = "internal error in kron; see the log"
         self._record(job.id, message.run_id, delivery.kind, attempts, error)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient()
-        return self._client
-
     def _record(
         self, job_id: str, run_id: str, kind: str, attempts: int, error: str | None
     ) -> None:
@@ -264,28 +223,29 @@ class Deliveries:
             attempts,
             "" if ok else f": {error}",
         )
-        line = {
-            "v": records.FORMAT_VERSION,
-            "run_id": run_id,
-            "job": job_id,
-            "delivery": {"target": kind, "ok": ok, "attempts": attempts, "error": error},
-            "at": format_time(self._clock.now()),
-        }
-        path = self._records_path(job_id)
-        try:
-            records.append(path, line)
-        except OSError as exc:
-            log.error("job %s: cannot write delivery record to %s: %s", job_id, path, exc)
+        self._store.append(
+            DeliveryNote(
+                run_id=run_id,
+                job=job_id,
+                target=kind,
+                ok=ok,
+                attempts=attempts,
+                error=error,
+                at=self._clock.now(),
+            )
+        )
 
 
-def _wants_recovery(job: spec.Job) -> bool:
+def _wants_recovery(job: Job) -> bool:
     return any("recovery" in delivery.on for delivery in job.notify)
 
 
-def _environment(job: spec.Job) -> dict[str, str]:
-    """The variables tokens and passwords are read from: the job's own environment."""
+def _environment(job: Job) -> tuple[dict[str, str], Secrets]:
+    """The variables tokens and passwords are read from (the job's own environment), and the
+    job's secrets."""
     try:
-        return build_env(job, {})
+        environment = RunEnvironment.read(job)
     except (OSError, ValueError) as exc:
         log.warning("job %s: env_file unreadable for notifications: %s", job.id, exc)
-        return {**os.environ, **job.env}
+        return {**os.environ, **job.env}, Secrets.of_job(job)
+    return environment.for_process({}), environment.secrets

@@ -20,21 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from kron import __version__
-from kron.actions.dispatch import connection_reason
-from kron.engine.chain import FAILED_FOR_GOOD
-from kron.model import job as spec
-from kron.model.job import Outcome
-from kron.model.run import Event, RunEnded, RunStarted
+from kron.actions.base import connection_reason
+from kron.model.job import Job
+from kron.model.run import FAILED_FOR_GOOD, Event, Outcome, RunEnded, RunStarted
 from kron.notify.deliveries import backoff_s
-
-if TYPE_CHECKING:
-    import httpx
-
-    from kron.engine.scheduler import Scheduler
+from kron.notify.sender import Sender
 
 __all__ = ["MAX_BACKLOG", "Healthchecks", "ping_for", "ping_url"]
 
@@ -63,8 +56,10 @@ def ping_url(url: str, kind: str) -> str:
     return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{kind}"))
 
 
-class Healthchecks:
+class Healthchecks(Sender):
     """Pings each job's `healthcheck` URL as its runs start and end."""
+
+    late_message = "dropped %d healthcheck ping(s) still in flight at shutdown"
 
     def __init__(
         self,
@@ -78,25 +73,12 @@ class Healthchecks:
         attempts: tries of one ping when the endpoint cannot be reached or answers 5xx.
         sleep: waits between tries (tests pass one that returns at once).
         """
+        super().__init__(log)
         self._timeout_s = timeout_s
         self._attempts = attempts
         self._sleep = sleep
-        self._scheduler: Scheduler | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Task[None]] = {}  # the newest ping of each job
         self._backlog: dict[str, int] = {}
-        self._client: httpx.AsyncClient | None = None
-
-    def attach(self, scheduler: Scheduler) -> None:
-        """Ping for every run of `scheduler`."""
-        self._scheduler = scheduler
-        scheduler.subscribe(self.event)
-        scheduler.on_run_ended(self.run_ended)
-
-    @property
-    def in_flight(self) -> int:
-        """How many pings are still going or waiting their turn."""
-        return len(self._tasks)
 
     def event(self, event: Event) -> None:
         """Ping `/start` for an attempt that starts."""
@@ -106,25 +88,11 @@ class Healthchecks:
         if js is not None and js.job.healthcheck:
             self._ping(event.job, js.job.healthcheck, START)
 
-    def run_ended(self, job: spec.Job, ended: RunEnded) -> None:
+    def run_ended(self, job: Job, ended: RunEnded) -> None:
         """Ping success or `/fail` for a run's final outcome."""
         kind = ping_for(ended.outcome)
         if job.healthcheck and kind is not None:
             self._ping(job.id, job.healthcheck, kind)
-
-    async def drain(self, timeout_s: float) -> None:
-        """Wait up to `timeout_s` seconds for pings in flight, then cancel the rest."""
-        pending = set(self._tasks)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=timeout_s)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("dropped %d healthcheck ping(s) still in flight at shutdown", len(late))
-                await asyncio.wait(late)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def _ping(self, job_id: str, url: str, kind: str) -> None:
         waiting = self._backlog.get(job_id, 0)
@@ -137,13 +105,12 @@ class Healthchecks:
             )
             return
         self._backlog[job_id] = waiting + 1
-        task = asyncio.ensure_future(self._send_after(self._last.get(job_id), job_id, url, kind))
-        self._last[job_id] = task
-        self._tasks.add(task)  # the loop keeps only a weak reference to tasks
-        task.add_done_callback(lambda done: self._done(job_id, done))
+        self._last[job_id] = self._start(
+            self._send_after(self._last.get(job_id), job_id, url, kind),
+            on_done=lambda done: self._done(job_id, done),
+        )
 
     def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
         left = self._backlog.pop(job_id, 1) - 1
         if left > 0:
             self._backlog[job_id] = left
@@ -155,7 +122,7 @@ class Healthchecks:
     ) -> None:
         if previous is not None:
             await asyncio.wait({previous})  # in order; a failed ping does not stop the next
-        import httpx
+        import httpx  # lazy: a daemon with no healthcheck never loads httpx
 
         target = ping_url(url, kind)
         error = ""
@@ -186,13 +153,6 @@ class Healthchecks:
             attempt,
             error,
         )
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx
-
-            self._client = httpx.AsyncClient()
-        return self._client
 
 
 def _name(kind: str) -> str:

@@ -6,17 +6,15 @@ output the end is kept (where errors are); of an agent's answer, the start (it r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from kron.actions.dispatch import mask
-from kron.engine import records
-from kron.engine.records import format_time
-from kron.model import job as spec
-from kron.model.job import Outcome
-from kron.model.run import HOST, RunEnded
+from kron.model.job import AgentAction, Job
+from kron.model.run import FORMAT_VERSION, HOST, Outcome, RunEnded
+from kron.model.secrets import Secrets
+from kron.model.times import format_time
 from kron.model.units import format_duration
 
 __all__ = [
@@ -89,10 +87,10 @@ class Message:
 
 
 def build_message(
-    job: spec.Job, ended: RunEnded, *, recovery: bool, secrets: Sequence[str], host: str = HOST
+    job: Job, ended: RunEnded, *, recovery: bool, secrets: Iterable[str], host: str = HOST
 ) -> Message:
     """The message about a run's final record, with every secret value masked."""
-    hidden = list(secrets)
+    hidden = Secrets(secrets)
     return Message(
         job=ended.job,
         outcome=ended.outcome.value,
@@ -107,12 +105,12 @@ def build_message(
         host=host,
         exit_code=ended.exit_code,
         signal=ended.signal,
-        error=mask(ended.error, hidden) if ended.error else None,
+        error=hidden.mask(ended.error) if ended.error else None,
         upstream=ended.upstream,
-        stdout=mask(ended.stdout, hidden),
-        stderr=mask(ended.stderr, hidden),
+        stdout=hidden.mask(ended.stdout),
+        stderr=hidden.mask(ended.stderr),
         truncated=ended.truncated,
-        answer=isinstance(job.action, spec.AgentAction),
+        answer=isinstance(job.action, AgentAction),
     )
 
 
@@ -121,7 +119,7 @@ def render_json(message: Message) -> dict[str, Any]:
     stdout = cut(message.stdout, JSON_OUTPUT_MAX, keep_head=message.answer)
     stderr = cut(message.stderr, JSON_OUTPUT_MAX, keep_head=False)
     return {
-        "v": records.FORMAT_VERSION,
+        "v": FORMAT_VERSION,
         "job": message.job,
         "outcome": message.outcome,
         "recovery": message.recovery,

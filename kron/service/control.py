@@ -17,20 +17,13 @@ import difflib
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kron import __version__
-from kron.engine import records
-from kron.model import job as spec
 from kron.model.errors import DaemonUnreachable, KronError
-from kron.model.run import to_record
+from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
-
-if TYPE_CHECKING:
-    from kron.engine.scheduler import JobState, Run
-    from kron.service.daemon import Daemon
+from kron.service.view import DaemonView, Operations, RunView
 
 
 def default_socket_path(records_root: Path) -> Path:
@@ -55,53 +48,12 @@ def parse_tags(values: Iterable[str]) -> dict[str, str]:
     return tags
 
 
-def matches(job: spec.Job, tags: Mapping[str, str]) -> bool:
-    return all(job.tags.get(k) == v for k, v in tags.items())
-
-
-def _time(value: datetime | None) -> str | None:
-    return records.format_time(value) if value else None
-
-
-def run_view(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "job": run.job.id,
-        "slot": _time(run.slot),
-        "trigger": run.trigger.value,
-        "attempt": run.attempt,
-        "state": run.state,
-        "started_at": _time(run.started_at),
-        "pid": run.pgid,
-        "config_sha": run.job.config_sha,
-    }
-
-
-def job_view(js: JobState) -> dict[str, Any]:
-    job = js.job
-    return {
-        "id": job.id,
-        "description": job.description,
-        "path": str(job.path),
-        "schedule": job.schedule.expr,
-        "timezone": job.timezone.key,
-        "next_fire": _time(js.fire_at),
-        "last_outcome": js.last_outcome,
-        "last_ended_at": _time(js.last_ended_at),
-        "last_success_at": _time(js.last_success_at),
-        "enabled": job.enabled,
-        "paused": js.paused,
-        "running": len(js.alive),
-        "tags": dict(job.tags),
-        "config_sha": job.config_sha,
-    }
-
-
 class ControlAPI:
-    """Routes requests to the daemon; every answer is JSON."""
+    """Routes requests to a daemon's view and operations; every answer is JSON."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, view: DaemonView, ops: Operations) -> None:
+        self.view = view
+        self.ops = ops
 
     async def __call__(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
@@ -110,10 +62,10 @@ class ControlAPI:
         parts = parts[1:]
         get, post = request.method in ("GET", "HEAD"), request.method == "POST"
         if get and parts == ["status"]:
-            return Response.json(self.status())
+            return Response.json(self.view.status())
         if get and parts == ["jobs"]:
             tags = parse_tags(request.query.get("tag", []))
-            return Response.json(self.jobs(tags))
+            return Response.json([job.to_json() for job in self.view.jobs(tags)])
         if post and len(parts) == 1 and parts[0] in ("pause", "resume", "cancel"):
             tags = parse_tags(request.query.get("tag", []))
             if not tags:
@@ -126,73 +78,44 @@ class ControlAPI:
             and parts[-1] in ("run", "pause", "resume")
         ):
             job_id = "/".join(parts[1:-1])
-            if job_id not in self._scheduler.jobs:
+            if self.view.job(job_id) is None:
                 return Response.error(404, self._unknown(job_id))
             if parts[-1] == "run":
                 return await self.run(job_id, wait=request.arg("wait") in ("1", "true"))
-            self.daemon.set_paused(job_id, parts[-1] == "pause")
-            return Response.json(job_view(self._scheduler.jobs[job_id]))
+            self.ops.set_paused(job_id, parts[-1] == "pause")
+            shown = self.view.job(job_id)
+            assert shown is not None  # checked above; nothing awaited since
+            return Response.json(shown.to_json())
         if post and len(parts) == 3 and parts[0] == "runs" and parts[2] == "cancel":
-            run = self._scheduler.cancel(parts[1])
+            run = self.ops.cancel(parts[1])
             if run is None:
                 return Response.error(404, f"no running run {parts[1]!r}")
-            return Response.json(run_view(run))
+            return Response.json(RunView.of(run).to_json())
         return Response.error(404, f"no such endpoint: {request.method} {request.path}")
 
-    @property
-    def _scheduler(self) -> Any:
-        assert self.daemon.scheduler is not None
-        return self.daemon.scheduler
-
     def _unknown(self, job_id: str) -> str:
-        hint = difflib.get_close_matches(job_id, list(self._scheduler.jobs), n=1)
+        hint = difflib.get_close_matches(job_id, self.view.job_ids(), n=1)
         return f"no job {job_id!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
 
-    def status(self) -> dict[str, Any]:
-        daemon = self.daemon
-        invalid = [
-            {"path": path, "errors": [str(p) for p in problems]}
-            for path, problems in sorted(daemon.catalog.invalid_files.items())
-        ]
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": _time(daemon.started_at),
-            "jobs_dir": str(daemon.jobs_dir.resolve()),
-            "records_dir": str(daemon.records_root),
-            "jobs_loaded": len(self._scheduler.jobs),
-            "paused": sorted(j for j, js in self._scheduler.jobs.items() if js.paused),
-            "invalid_files": invalid,
-            "running": [run_view(r) for r in self._scheduler.running()],
-            "reloads": daemon.reloads,
-        }
-
-    def jobs(self, tags: Mapping[str, str]) -> list[dict[str, Any]]:
-        return [
-            job_view(js) for _, js in sorted(self._scheduler.jobs.items()) if matches(js.job, tags)
-        ]
-
     async def run(self, job_id: str, *, wait: bool) -> Response:
-        scheduler = self._scheduler
-        now = self.daemon.clock.now().replace(microsecond=0)
-        run = scheduler.fire(job_id, slot=now, trigger=spec.Trigger.MANUAL)
+        run = self.ops.run_now(job_id)
         if run is None or run.task is None:
-            last = scheduler.jobs[job_id].last_record
-            return Response.json({"outcome": "skipped", **(last or {})}, 409)
+            last = self.view.last_record(job_id)
+            return Response.json({"outcome": "skipped", **(last.to_json() if last else {})}, 409)
         if not wait:
-            return Response.json(run_view(run), 202)
+            return Response.json(RunView.of(run).to_json(), 202)
         ended = await run.task
-        return Response.json(to_record(ended) if ended else run_view(run))
+        return Response.json(ended.to_json() if ended else RunView.of(run).to_json())
 
     def bulk(self, action: str, tags: Mapping[str, str]) -> dict[str, Any]:
-        chosen = [j for j, js in sorted(self._scheduler.jobs.items()) if matches(js.job, tags)]
+        chosen = [job.id for job in self.view.jobs(tags)]
         if action == "cancel":
-            runs = [r for r in self._scheduler.running() if r.job.id in chosen]
+            runs = [r for r in self.view.running() if r.job in chosen]
             for run in runs:
-                self._scheduler.cancel(run.run_id)
+                self.ops.cancel(run.run_id)
             return {"cancelled": [r.run_id for r in runs]}
         for job_id in chosen:
-            self.daemon.set_paused(job_id, action == "pause")
+            self.ops.set_paused(job_id, action == "pause")
         return {"paused" if action == "pause" else "resumed": chosen}
 
 
@@ -253,7 +176,7 @@ def _raise_for(status: int, body: Any) -> None:
         raise KronError(message or f"the daemon answered {status}")
 
 
-def reach(jobs_dir: Path, settings: spec.Settings) -> ControlClient:
+def reach(jobs_dir: Path, settings: Settings) -> ControlClient:
     """A client for the daemon serving jobs_dir; DaemonUnreachable if none does."""
     records_root = settings.records_dir or jobs_dir
     client = ControlClient(settings.control_socket or default_socket_path(records_root))

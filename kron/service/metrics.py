@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -17,11 +16,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from kron import __version__
-from kron.model.job import Outcome
-from kron.model.run import Event, RunEnded
-
-if TYPE_CHECKING:
-    from kron.service.daemon import Daemon
+from kron.model.run import Event, Outcome, RunEnded
+from kron.service.view import DaemonView
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS_S", "Metrics"]
 
@@ -36,7 +32,7 @@ PRESET_OUTCOMES = (Outcome.SUCCEEDED.value, Outcome.FAILED.value)
 class Metrics:
     """The daemon's metrics; call it with every scheduler event, `render()` it on a scrape."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, view: DaemonView) -> None:
         self.registry = CollectorRegistry()
         self.runs = Counter(
             "kron_runs",
@@ -52,8 +48,8 @@ class Metrics:
             buckets=DURATION_BUCKETS_S,
             registry=self.registry,
         )
-        self._daemon = daemon
-        self.registry.register(_DaemonState(daemon))
+        self._view = view
+        self.registry.register(_DaemonState(view))
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, RunEnded):
@@ -64,8 +60,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text format (0.0.4) of every metric, as of now."""
-        scheduler = self._daemon.scheduler
-        for job_id in scheduler.jobs if scheduler is not None else ():
+        for job_id in self._view.job_ids():
             for outcome in PRESET_OUTCOMES:
                 self.runs.labels(job_id, outcome)
         return generate_latest(_WithoutCreated(self.registry))
@@ -74,11 +69,11 @@ class Metrics:
 class _DaemonState(Collector):
     """Gauges read from the daemon when Prometheus scrapes: never stale, nothing to update."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    def __init__(self, view: DaemonView) -> None:
+        self._view = view
 
     def collect(self) -> Iterator[Metric]:
-        daemon = self._daemon
+        view = self._view
         info = GaugeMetricFamily(
             "kron_build_info",
             "Always 1; the labels say which kron and which Python run the daemon.",
@@ -86,40 +81,37 @@ class _DaemonState(Collector):
         )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
-        if daemon.started_at is not None:
+        if view.stats.started_at is not None:
             yield GaugeMetricFamily(
                 "kron_start_time_seconds",
                 "When the daemon started, in seconds since the epoch (counters start at 0 then).",
-                value=daemon.started_at.timestamp(),
+                value=view.stats.started_at.timestamp(),
             )
         yield GaugeMetricFamily(
             "kron_invalid_files",
             "Job files that failed to load (a job keeps running its last good version).",
-            value=len(daemon.catalog.invalid_files),
+            value=len(view.invalid_files()),
         )
-        scheduler = daemon.scheduler
-        if scheduler is None:
-            return
-        jobs = sorted(scheduler.jobs.items())
+        jobs = view.jobs()
         yield GaugeMetricFamily("kron_jobs_loaded", "Jobs the daemon has loaded.", value=len(jobs))
         yield GaugeMetricFamily(
             "kron_running_runs",
             "Runs alive now: running, queued for max_concurrent, or waiting to retry.",
-            value=len(scheduler.running()),
+            value=len(view.running()),
         )
         yield _per_job(
             "kron_next_fire_timestamp_seconds",
             "When the job fires next by its schedule, in seconds since the epoch "
             "(no sample while paused, disabled or with nothing left to fire).",
-            ((job_id, js.fire_at.timestamp()) for job_id, js in jobs if js.fire_at is not None),
+            ((job.id, job.next_fire.timestamp()) for job in jobs if job.next_fire is not None),
         )
         yield _per_job(
             "kron_last_success_timestamp_seconds",
             "When the job's last succeeded run ended, in seconds since the epoch.",
             (
-                (job_id, js.last_success_at.timestamp())
-                for job_id, js in jobs
-                if js.last_success_at is not None
+                (job.id, job.last_success_at.timestamp())
+                for job in jobs
+                if job.last_success_at is not None
             ),
         )
 

@@ -1,0 +1,91 @@
+"""What the commands share: exit codes, and finding jobs, records and the daemon.
+
+Imports happen inside the functions that need them, so that each command loads only its own
+share of kron (`kron validate` never loads the daemon).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kron.model.errors import UsageError
+
+if TYPE_CHECKING:
+    from kron.engine.store import FileRecordStore
+    from kron.service.control import ControlClient
+
+__all__ = [
+    "EXIT_BAD",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "client_for",
+    "find_job_file",
+    "is_within",
+    "job_id_of",
+    "records_root",
+    "store_for",
+]
+
+EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+JOB_SUFFIXES = (".toml", ".yaml", ".yml")
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def find_job_file(job: str, jobs_dir: Path) -> Path:
+    """A job id (`backups/nightly`) or a path to its file."""
+    direct = Path(job)
+    if direct.is_file():
+        return direct
+    for suffix in JOB_SUFFIXES:
+        candidate = jobs_dir / f"{job}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise UsageError(f"no job {job!r} in {jobs_dir} (give a job id or a file)")
+
+
+def records_root(jobs_dir: Path, override: Path | None = None) -> Path:
+    """Where the records are: --records-dir, else kron.toml's records_dir, else the jobs dir."""
+    from kron.config.settings import load_settings
+
+    if override is not None:
+        return override
+    settings, _ = load_settings(jobs_dir)
+    return settings.records_dir or jobs_dir
+
+
+def store_for(jobs_dir: Path, override: Path | None = None) -> FileRecordStore:
+    """The records of the jobs in `jobs_dir`, to read."""
+    from kron.engine.store import FileRecordStore
+    from kron.model.clock import RealClock
+
+    root = records_root(jobs_dir, override)
+    return FileRecordStore(jobs_dir=root, records_dir=None, clock=RealClock())
+
+
+def client_for(jobs_dir: Path) -> ControlClient:
+    """The control client for the daemon serving jobs_dir (DaemonUnreachable: exit 3)."""
+    from kron.config.settings import load_settings
+    from kron.model.settings import Settings
+    from kron.service.control import reach
+
+    settings = load_settings(jobs_dir)[0] if jobs_dir.is_dir() else Settings()
+    return reach(jobs_dir, settings)
+
+
+def job_id_of(job: str, jobs_dir: Path) -> str:
+    """A job id from an id or a path to a job file."""
+    from kron.config.discovery import job_id_for
+
+    path = Path(job)
+    if path.suffix in JOB_SUFFIXES and path.exists() and is_within(path, jobs_dir):
+        return job_id_for(path.resolve(), jobs_dir.resolve())
+    return job

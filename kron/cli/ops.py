@@ -1,0 +1,185 @@
+"""The commands that talk to a daemon: daemon, run, status, list, pause, resume, cancel."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+from kron.cli.common import (
+    EXIT_BAD,
+    EXIT_OK,
+    client_for,
+    find_job_file,
+    is_within,
+    job_id_of,
+)
+from kron.cli.output import dump, local_time, print_record, print_table
+from kron.model.errors import DaemonUnreachable, KronError, UsageError
+
+__all__ = ["cancel", "daemon", "jobs", "pause_resume", "run", "status"]
+
+
+def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from kron.engine.coordinator import AlreadyRunning
+    from kron.service.daemon import Daemon, use_pidfd_child_watcher
+    from kron.service.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    if not args.jobs_dir.is_dir():
+        raise UsageError(f"kron daemon: no jobs directory at {args.jobs_dir} (give --jobs-dir)")
+
+    async def serve() -> None:
+        use_pidfd_child_watcher()
+        daemon = Daemon(args.jobs_dir, records_dir=args.records_dir)
+        await daemon.start()
+        await daemon.serve()
+
+    try:
+        asyncio.run(serve())
+    except AlreadyRunning as exc:
+        print(f"kron daemon: {exc}", file=err)
+        return EXIT_BAD
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from kron.service.inprocess import run_once
+
+    try:
+        client = client_for(args.jobs_dir)
+    except DaemonUnreachable as exc:
+        client, reason = None, str(exc)
+    if client is not None:
+        job_id = job_id_of(args.job, args.jobs_dir)
+        params = {"wait": "1"} if args.wait else {}
+        status, body = client.post(
+            f"/v1/jobs/{job_id}/run", timeout=None if args.wait else 10.0, **params
+        )
+        if status == 404:
+            raise KronError(body.get("error", f"no job {job_id!r}"))
+        if status == 409:
+            why = body.get("error") or "a run is still alive"
+            print(f"kron run: {job_id}: skipped: {why}", file=err)
+            return EXIT_BAD
+        if not args.wait:
+            if args.json:
+                dump(body, out)
+            else:
+                run_id = body["run_id"]
+                print(f"started run {run_id} of {job_id} (kron show {run_id})", file=out)
+            return EXIT_OK
+        print_record(body, out, as_json=args.json)
+        return EXIT_OK if body.get("outcome") == "succeeded" else EXIT_BAD
+    path = find_job_file(args.job, args.jobs_dir)
+    jobs_dir = args.jobs_dir if is_within(path, args.jobs_dir) else path.parent
+    print(f"note: {reason}\nrunning in this process instead, until the run ends", file=err)
+    record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
+    print_record(record, out, as_json=args.json)
+    return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
+
+
+def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    body = client_for(args.jobs_dir).get("/v1/status")
+    if args.json:
+        dump(body, out)
+        return EXIT_OK
+    since = str(body["started_at"]).partition(".")[0].removesuffix("Z") + "Z"  # whole seconds
+    print(f"kron {body['version']} (pid {body['pid']}), up since {since}", file=out)
+    print(f"jobs:    {body['jobs_loaded']} loaded from {body['jobs_dir']}", file=out)
+    print(f"records: {body['records_dir']}", file=out)
+    if body["paused"]:
+        print(f"paused:  {', '.join(body['paused'])}", file=out)
+    invalid = body["invalid_files"]
+    print(f"invalid files: {len(invalid)}", file=out)
+    for entry in invalid:
+        for line in entry["errors"]:
+            print(f"  {line}", file=out)
+    running = body["running"]
+    print(f"running: {len(running)}", file=out)
+    if running:
+        rows = [("RUN", "JOB", "SLOT", "TRIGGER", "STATE", "STARTED")]
+        rows += [
+            (
+                r["run_id"],
+                r["job"],
+                r["slot"] or "",
+                r["trigger"],
+                r["state"],
+                r["started_at"] or "",
+            )
+            for r in running
+        ]
+        print_table(rows, out, indent="  ")
+    return EXIT_OK
+
+
+def _tag_params(tags: list[str]) -> dict[str, Any]:
+    from kron.service.control import parse_tags
+
+    return {"tag": [f"{k}={v}" for k, v in parse_tags(tags).items()]} if tags else {}
+
+
+def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    jobs = client_for(args.jobs_dir).get("/v1/jobs", **_tag_params(args.tag))
+    if args.json:
+        dump(jobs, out)
+        return EXIT_OK
+    if not jobs:
+        print("no jobs", file=out)
+        return EXIT_OK
+    rows = [("JOB", "SCHEDULE", "ZONE", "NEXT", "LAST", "STATE")]
+    for j in jobs:
+        state = "paused" if j["paused"] else ("disabled" if not j["enabled"] else "")
+        if j["running"]:
+            state = ("running " + state).strip()
+        nxt = local_time(j["next_fire"], j["timezone"])
+        rows.append((j["id"], j["schedule"], j["timezone"], nxt, j["last_outcome"] or "", state))
+    print_table(rows, out)
+    return EXIT_OK
+
+
+def _answer(status: int, body: Any) -> Any:
+    if status >= 400:
+        raise KronError(body.get("error", f"the daemon answered {status}"))
+    return body
+
+
+def pause_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.job) == bool(args.tag):
+        raise UsageError(f"kron {args.command}: give a job id or --tag KEY=VALUE (not both)")
+    client = client_for(args.jobs_dir)
+    if args.tag:
+        body = _answer(*client.post(f"/v1/{args.command}", **_tag_params(args.tag)))
+        done = body.get("paused" if args.command == "pause" else "resumed", [])
+        message = f"{args.command}d {len(done)} jobs: {', '.join(done) or '-'}"
+    else:
+        job_id = job_id_of(args.job, args.jobs_dir)
+        body = _answer(*client.post(f"/v1/jobs/{job_id}/{args.command}"))
+        message = f"{job_id}: {args.command}d"
+    if args.json:
+        dump(body, out)
+    else:
+        print(message, file=out)
+    return EXIT_OK
+
+
+def cancel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if bool(args.run_id) == bool(args.tag):
+        raise UsageError("kron cancel: give a run id or --tag KEY=VALUE (not both)")
+    client = client_for(args.jobs_dir)
+    if args.tag:
+        body = _answer(*client.post("/v1/cancel", **_tag_params(args.tag)))
+        runs = body.get("cancelled", [])
+        message = f"cancelling {len(runs)} runs: {', '.join(runs) or '-'}"
+    else:
+        body = _answer(*client.post(f"/v1/runs/{args.run_id}/cancel"))
+        message = f"cancelling run {args.run_id} of {body.get('job')}: stopping its process tree"
+    if args.json:
+        dump(body, out)
+    else:
+        print(message, file=out)
+    return EXIT_OK

@@ -1,0 +1,99 @@
+"""The commands that read run records: history, show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from typing import TextIO
+
+from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_USAGE, store_for
+from kron.cli.output import print_record, print_table
+from kron.model.errors import UsageError, ValueProblem
+
+__all__ = ["history", "show"]
+
+
+def _parse_since(text: str) -> datetime:
+    from kron.model.units import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueProblem:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: {text!r} is neither a duration (2h, 7d) nor an ISO time"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.model.run import Outcome, RunStarted
+
+    since = _parse_since(args.since) if args.since else None
+    try:
+        outcome = Outcome(args.outcome) if args.outcome else None
+    except ValueError:
+        found = []  # no record has an outcome that does not exist
+    else:
+        store = store_for(args.jobs_dir, args.records_dir)
+        runs = store.runs(job=args.job, outcome=outcome, since=since)[: args.n]
+        found = [
+            r.to_json() | {"outcome": "running"}
+            if isinstance(r, RunStarted) and outcome is None
+            else r.to_json()
+            for r in runs
+        ]
+    if args.json:
+        json.dump(found, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return EXIT_OK
+    if not found:
+        print("no runs recorded", file=out)
+        return EXIT_OK
+    rows = [("RUN", "JOB", "SLOT", "TRIGGER", "OUTCOME", "DURATION", "EXIT")]
+    for r in found:
+        duration = r.get("duration_s")
+        exit_text = (
+            r.get("exit_code")
+            if r.get("exit_code") is not None
+            else (f"sig {r['signal']}" if r.get("signal") else "")
+        )
+        rows.append(
+            (
+                str(r.get("run_id", "")),
+                str(r.get("job", "")),
+                str(r.get("slot", "")),
+                f"{r.get('trigger', '')}#{r.get('attempt', 1)}"
+                if (r.get("attempt") or 1) > 1
+                else str(r.get("trigger", "")),
+                str(r.get("outcome", "")),
+                f"{duration:.2f}s" if isinstance(duration, int | float) else "",
+                str(exit_text),
+            )
+        )
+    print_table(rows, out)
+    return EXIT_OK
+
+
+def show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.model.run import DeliveryNote, RunRecord
+
+    lines = store_for(args.jobs_dir, args.records_dir).find(args.run_id)
+    if not lines:
+        print(f"kron show: no run {args.run_id!r}", file=err)
+        return EXIT_BAD
+    ids = {line.run_id for line in lines}
+    if len(ids) > 1:
+        print(f"kron show: {args.run_id!r} matches {len(ids)} runs; give more of the id", file=err)
+        return EXIT_USAGE
+    runs = [line for line in lines if isinstance(line, RunRecord)]
+    record = (runs[-1] if runs else lines[-1]).to_json()
+    deliveries = [line.to_json()["delivery"] for line in lines if isinstance(line, DeliveryNote)]
+    if deliveries:
+        record["deliveries"] = deliveries
+    print_record(record, out, as_json=args.json)
+    return EXIT_OK

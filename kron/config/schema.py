@@ -1,0 +1,161 @@
+"""The JSON Schemas of job files and kron.toml: compiled validators and error wording.
+
+A valid file is checked by a compiled validator in microseconds; only a file with errors pays for
+jsonschema, which finds every error, and each is worded for a person (`unknown field 'timout';
+did you mean 'timeout'?`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kron.config.documents import Document
+from kron.model.errors import Problem, ValueProblem
+from kron.model.job import DeliveryKind
+from kron.model.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+
+__all__ = [
+    "SCHEMA_DIR",
+    "compile_job_schema",
+    "load_schema",
+    "problems_from_schema",
+    "schema_errors",
+]
+
+SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return a schema from schemas/ (`job` or `kron`)."""
+    with open(SCHEMA_DIR / f"{name}.schema.json", encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    return schema
+
+
+@functools.cache
+def _fast_validator(name: str) -> Callable[[Any], Any]:
+    """A compiled validator for the common case: a valid file costs microseconds."""
+    import fastjsonschema
+
+    # use_default=False: validation must not write schema defaults into the data, or a
+    # job's filled-in default would override a value from kron.toml's [defaults].
+    validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name), use_default=False)
+    return validator
+
+
+def compile_job_schema() -> None:
+    """Compile the job schema's validator now (~50 ms), so that forked loaders inherit it."""
+    _fast_validator("job")
+
+
+@functools.cache
+def _full_validator(name: str) -> Any:
+    """jsonschema's validator, used only on failure, for complete and precise errors."""
+    import jsonschema  # type: ignore[import-untyped]
+
+    return jsonschema.Draft202012Validator(load_schema(name))
+
+
+def schema_errors(name: str, data: Any) -> list[tuple[list[str | int], str]]:
+    """Validate against a schema; return (pointer, message) for every error, [] when valid."""
+    try:
+        _fast_validator(name)(data)
+    except Exception:
+        pass
+    else:
+        return []
+    found: list[tuple[list[str | int], str]] = []
+    for error in _full_validator(name).iter_errors(data):
+        found.extend(_explain(error))
+    found.sort(key=lambda item: [str(p) for p in item[0]])
+    return found
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a table",
+}
+
+
+def _explain(error: Any) -> list[tuple[list[str | int], str]]:
+    """Turn one jsonschema error into friendly (pointer, message) pairs."""
+    pointer = list(error.absolute_path)
+    kind = error.validator
+    value = error.instance
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        out = []
+        for key in sorted(set(value) - set(allowed)):
+            if any(re.match(p, key) for p in error.schema.get("patternProperties", {})):
+                continue
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            msg = f"unknown field {key!r}"
+            msg += (
+                f"; did you mean {hint[0]!r}?" if hint else f"; known fields: {', '.join(allowed)}"
+            )
+            out.append(([*pointer, key], msg))
+        return out
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        return [(pointer, f"expected {names}, got {_short(value)}")]
+    if kind == "pattern":
+        if error.validator_value == DURATION_PATTERN:
+            try:
+                parse_duration(str(value))
+            except ValueProblem as exc:
+                return [(pointer, str(exc))]
+        if error.validator_value == SIZE_PATTERN:
+            try:
+                parse_size(str(value))
+            except ValueProblem as exc:
+                return [(pointer, str(exc))]
+        if error.validator_value == "^https?://":
+            return [(pointer, f"{_short(value)} is not an http(s) URL")]
+        return [(pointer, f"{_short(value)} does not match {error.validator_value}")]
+    if kind == "enum":
+        options = ", ".join(json.dumps(v) for v in error.validator_value)
+        return [(pointer, f"{_short(value)} is not one of {options}")]
+    if kind == "required":
+        return [(pointer, error.message.replace("is a required property", "is required"))]
+    if kind == "oneOf" and isinstance(value, dict) and "notify" in [str(p) for p in pointer]:
+        targets = tuple(DeliveryKind)
+        present = [t for t in targets if t in value]
+        if len(present) != 1:
+            shown = " and ".join(present) if present else "none"
+            return [
+                (pointer, f"a delivery has exactly one target ({', '.join(targets)}); got {shown}")
+            ]
+    if kind in ("oneOf", "anyOf") and error.context:
+        # Report the branch that got furthest: the deepest sub-error.
+        best = max(error.context, key=lambda e: len(list(e.absolute_path)))
+        return _explain(best)
+    if kind == "not" and isinstance(value, dict) and {"json", "body"} <= set(value):
+        return [(pointer, "give `json` or `body`, not both")]
+    if kind in ("minimum", "maximum", "minItems", "minLength", "uniqueItems"):
+        return [(pointer, error.message.replace(repr(value), _short(value)))]
+    return [(pointer, error.message)]
+
+
+def problems_from_schema(
+    doc: Document, name: str, data: Any, *, at: Sequence[str | int] = ()
+) -> list[Problem]:
+    """Every error the schema `name` finds in `data`, the part of `doc` found at `at`."""
+    return [doc.problem([*at, *pointer], message) for pointer, message in schema_errors(name, data)]

@@ -1,0 +1,75 @@
+"""kron.toml (or kron.yaml): runner settings and the [defaults] merged under every job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from kron.config.build import Builder, zone_named
+from kron.config.discovery import SETTINGS_NAMES
+from kron.config.documents import read_document
+from kron.config.schema import problems_from_schema
+from kron.model.errors import Problem, SpecError
+from kron.model.job import ACTION_KEYS
+from kron.model.policy import Policy
+from kron.model.secrets import Secrets
+from kron.model.settings import DEFAULT_MAX_FILE_SIZE, Settings
+from kron.model.trust import refusals
+from kron.model.units import parse_size
+
+__all__ = ["load_settings"]
+
+
+def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
+    """Read kron.toml (or kron.yaml); defaults apply when there is none."""
+    for name in SETTINGS_NAMES:
+        path = jobs_dir / name
+        if path.exists():
+            break
+    else:
+        return Settings(), []
+    refused = refusals(path, root=jobs_dir)
+    if refused:
+        return Settings(path=path), [Problem(path=str(path), message=m) for m in refused]
+    try:
+        doc = read_document(path, max_size=DEFAULT_MAX_FILE_SIZE)
+    except SpecError as exc:
+        return Settings(path=path), exc.problems
+    problems = problems_from_schema(doc, "kron", doc.data)
+    data = doc.data
+    if problems:
+        return Settings(path=path), problems
+    defaults = data.get("defaults", {})
+    problems += problems_from_schema(doc, "job", defaults, at=["defaults"])
+    problems += [
+        doc.problem(["defaults", key], f"`{key}` belongs in each job file, not in [defaults]")
+        for key in ("schedule", *ACTION_KEYS)
+        if key in defaults
+    ]
+    b = Builder(doc)
+    zone = b.convert(["timezone"], zone_named, data.get("timezone", "UTC"), ZoneInfo("UTC"))
+    policy = data.get("policy", {})
+    records_dir = data.get("records_dir")
+    socket = data.get("control_socket")
+    settings = Settings(
+        path=path,
+        timezone=zone,
+        timezone_explicit="timezone" in data,
+        max_concurrent=data.get("max_concurrent"),
+        records_dir=(jobs_dir / records_dir) if records_dir else None,
+        control_socket=(jobs_dir / socket) if socket else None,
+        metrics=data.get("metrics"),
+        shutdown_grace=b.duration(data, "shutdown_grace", timedelta(seconds=30)),
+        max_file_size=b.convert(
+            ["max_file_size"], parse_size, data.get("max_file_size", "1MiB"), DEFAULT_MAX_FILE_SIZE
+        ),
+        max_runs_per_day=data.get("max_runs_per_day"),
+        max_tokens_per_day=data.get("max_tokens_per_day"),
+        defaults=defaults,
+        policy=Policy(
+            deny=tuple(policy.get("deny", ())),
+            allow=tuple(policy["allow"]) if "allow" in policy else None,
+        ),
+    )
+    return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)

@@ -1,0 +1,252 @@
+"""A run's attempts: claimed, queued for max_concurrent, executed, retried, recorded.
+
+Retry, back-off and the outcome of an attempt are small policies computed from data
+(`retry_wait`, `classify`); tenacity drives the loop between attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import tenacity
+
+from kron.actions.base import ActionResult
+from kron.engine.coordinator import Claim, Coordinator
+from kron.engine.runs import Run
+from kron.model.clock import Clock
+from kron.model.job import Backoff, Job, RetryPolicy
+from kron.model.policy import Policy
+from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, new_run_id
+from kron.model.times import format_time
+
+__all__ = ["Attempts", "Execute", "classify", "retry_timeline", "retry_wait"]
+
+log = logging.getLogger("kron.runner")
+
+Execute = Callable[..., Awaitable[ActionResult]]
+
+
+class Attempts:
+    """Takes runs through their attempts; the scheduler decides when and whether they fire."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        execute: Execute,
+        emit: Callable[[Event], None],
+        coordinator: Coordinator | None,
+        policy: Policy,
+        max_concurrent: int | None,
+    ) -> None:
+        self._clock = clock
+        self._execute = execute
+        self._emit = emit
+        self._coordinator = coordinator
+        self.policy = policy
+        self.limit = asyncio.Semaphore(max_concurrent) if max_concurrent else None
+
+    async def run(self, run: Run) -> RunEnded | None:
+        """Every attempt of `run` (None when another daemon claimed it); the final record."""
+        policy = run.job.retry
+        if policy.attempts == 1:
+            return await self._attempt(run)  # nothing to retry: skip tenacity's set-up per run
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(policy.attempts),
+            wait=retry_wait(policy),
+            retry=tenacity.retry_if_result(
+                lambda ended: (
+                    ended is not None and ended.outcome in policy.on and run.stop_reason is None
+                )
+            ),
+            sleep=lambda seconds: self._retry_sleep(run, seconds),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            before_sleep=lambda state: log.info(
+                "job %s: attempt %d ended %s; retrying in %.1fs",
+                run.job.id,
+                state.attempt_number,
+                state.outcome.result().outcome.value if state.outcome else "?",
+                state.upcoming_sleep,
+            ),
+        )
+        ended: RunEnded | None = None
+        async for attempt in retrying:
+            with attempt:
+                run.attempt = attempt.retry_state.attempt_number
+                if run.attempt > 1:
+                    run.run_id = new_run_id()
+                ended = await self._attempt(run)
+            if attempt.retry_state.outcome and not attempt.retry_state.outcome.failed:
+                attempt.retry_state.set_result(ended)
+        return ended
+
+    async def _retry_sleep(self, run: Run, seconds: float) -> None:
+        run.state = RunState.RETRY_WAIT
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(run.stop_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+
+    async def _attempt(self, run: Run) -> RunEnded | None:
+        job = run.job
+        if run.stop_reason is not None:
+            return self.end(run, run.stop_reason, ActionResult(error="stopped before it started"))
+        run.state = RunState.QUEUED
+        if self._coordinator is not None and not await self._coordinator.claim(_claim(run)):
+            log.info("job %s: slot %s is another daemon's", job.id, format_time(run.slot))
+            return None
+        limit = self.limit
+        if limit is not None and not await self._acquire(run, limit):
+            return self.end(
+                run,
+                run.stop_reason or Outcome.CANCELLED,
+                ActionResult(error="stopped while queued for max_concurrent"),
+            )
+        try:
+            run.state = RunState.RUNNING
+            run.started_at = self._clock.now()
+            if self._coordinator is not None:
+                self._coordinator.hold(run.run_id)
+            self._emit(
+                RunStarted(
+                    run_id=run.run_id,
+                    job=job.id,
+                    slot=run.slot,
+                    trigger=run.trigger,
+                    attempt=run.attempt,
+                    started_at=run.started_at,
+                    config_sha=job.config_sha,
+                    upstream=run.upstream,
+                )
+            )
+            result = await self._execute(
+                job,
+                run_env=_run_env(run),
+                stop=run.stop_event,
+                on_spawn=lambda pid: setattr(run, "pgid", pid),
+                policy=self.policy,
+            )
+            return self.end(run, classify(job, result, run.stop_reason), result)
+        finally:
+            if limit is not None:
+                limit.release()
+            if self._coordinator is not None:
+                self._coordinator.release(run.run_id)
+
+    async def _acquire(self, run: Run, limit: asyncio.Semaphore) -> bool:
+        acquire = asyncio.ensure_future(limit.acquire())
+        stopper = asyncio.ensure_future(run.stop_event.wait())
+        await asyncio.wait({acquire, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if acquire.done() and not acquire.cancelled():
+            if run.stop_reason is None:
+                return True
+            limit.release()
+            return False
+        acquire.cancel()
+        return False
+
+    def end(self, run: Run, outcome: Outcome, result: ActionResult) -> RunEnded:
+        """Record the end of the run's current attempt (the result is masked already)."""
+        ended = RunEnded(
+            run_id=run.run_id,
+            job=run.job.id,
+            slot=run.slot,
+            trigger=run.trigger,
+            attempt=run.attempt,
+            outcome=outcome,
+            started_at=run.started_at if run.state is RunState.RUNNING else None,
+            ended_at=self._clock.now(),
+            config_sha=run.job.config_sha,
+            upstream=run.upstream,
+            **result.output(),
+        )
+        run.last = ended
+        self._emit(ended)
+        level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
+        log.log(
+            level,
+            "job %s: run %s attempt %d %s%s",
+            run.job.id,
+            run.run_id,
+            run.attempt,
+            outcome.value,
+            f" ({ended.error})" if ended.error else "",
+        )
+        return ended
+
+
+def _claim(run: Run) -> Claim:
+    return Claim(
+        job=run.job.id,
+        slot=run.slot,
+        trigger=run.trigger,
+        attempt=run.attempt,
+        upstream=run.upstream,
+    )
+
+
+def _run_env(run: Run) -> dict[str, str]:
+    """The KRON_* variables a run's processes see."""
+    return {
+        "KRON_JOB": run.job.id,
+        "KRON_RUN_ID": run.run_id,
+        "KRON_SLOT": format_time(run.slot),
+        "KRON_TRIGGER": run.trigger.value,
+        "KRON_ATTEMPT": str(run.attempt),
+    }
+
+
+def classify(job: Job, result: ActionResult, stop_reason: Outcome | None) -> Outcome:
+    """Turn what an action produced into the run's outcome."""
+    if result.stopped and stop_reason is not None:
+        return stop_reason
+    if result.outcome is not None:
+        return result.outcome
+    if result.timed_out:
+        return Outcome.TIMEOUT
+    if result.ok is not None:
+        return Outcome.SUCCEEDED if result.ok else Outcome.FAILED
+    if result.exit_code is not None and result.exit_code in job.success_codes:
+        return Outcome.SUCCEEDED
+    return Outcome.FAILED
+
+
+def retry_wait(policy: RetryPolicy) -> tenacity.wait.wait_base:
+    """The wait between attempts, as a tenacity strategy: fixed or exponential, plus jitter."""
+    delay_s = policy.delay.total_seconds()
+    if policy.backoff is Backoff.FIXED:
+        wait: tenacity.wait.wait_base = tenacity.wait_fixed(
+            min(delay_s, policy.max_delay.total_seconds())
+        )
+    else:
+        wait = tenacity.wait_exponential(
+            multiplier=delay_s, min=0, max=policy.max_delay.total_seconds()
+        )
+    if policy.jitter:
+        wait = wait + tenacity.wait_random(0, policy.jitter.total_seconds())
+    return wait
+
+
+def retry_timeline(policy: RetryPolicy) -> list[float]:
+    """Seconds waited before attempts 2..n (jitter excluded): the documented back-off table."""
+    wait = retry_wait(
+        RetryPolicy(
+            attempts=policy.attempts,
+            backoff=policy.backoff,
+            delay=policy.delay,
+            max_delay=policy.max_delay,
+            on=policy.on,
+        )
+    )
+    waits = []
+    for number in range(1, policy.attempts):
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = number
+        waits.append(float(wait(state)))
+    return waits

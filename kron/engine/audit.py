@@ -1,0 +1,75 @@
+"""The audit log: every load, change, removal, invalid file and operator action, one line each."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from kron.engine import records
+from kron.model.clock import Clock
+from kron.model.times import format_time
+
+__all__ = ["AUDIT_MAX_BYTES", "AuditLog"]
+
+log = logging.getLogger("kron.daemon")
+AUDIT_MAX_BYTES = 16 * 1024 * 1024
+
+
+class AuditLog:
+    """Every load, change, removal and invalid file, as one JSON line each.
+
+    The file is capped: past AUDIT_MAX_BYTES at start-up it becomes `audit.jsonl.1` (the one
+    before that is dropped), so a daemon restarted daily with 10,000 jobs keeps a bounded log.
+    """
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self._clock = clock
+        self._pending: list[dict[str, str | None]] | None = None
+        try:
+            if path.stat().st_size > AUDIT_MAX_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot rotate the audit log %s: %s", path, exc)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Write every line logged inside the block at its end, with one `write`."""
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            self._append(pending)
+
+    def write(
+        self,
+        event: str,
+        *,
+        job: str | None = None,
+        path: Path | None = None,
+        config_sha: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        line = {
+            "time": format_time(self._clock.now()),
+            "event": event,
+            "job": job,
+            "path": str(path) if path else None,
+            "config_sha": config_sha,
+            "error": error,
+        }
+        if self._pending is not None:
+            self._pending.append(line)
+        else:
+            self._append([line])
+
+    def _append(self, lines: list[dict[str, str | None]]) -> None:
+        try:
+            records.append_many(self.path, lines)
+        except OSError as exc:
+            log.error("cannot write the audit log %s: %s", self.path, exc)

@@ -1,0 +1,36 @@
+"""Runner settings: what kron.toml (or kron.yaml) says, typed; defaults when there is none."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kron.model.policy import Policy
+
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "Settings"]
+
+DEFAULT_MAX_FILE_SIZE = 1024 * 1024
+_NO_POLICY = Policy()  # shared: every Settings without [policy] holds the same one
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Runner settings from kron.toml; defaults apply when the file is absent."""
+
+    path: Path | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    timezone_explicit: bool = False
+    max_concurrent: int | None = None
+    records_dir: Path | None = None
+    control_socket: Path | None = None
+    metrics: str | None = None
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_runs_per_day: int | None = None
+    max_tokens_per_day: int | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    policy: Policy = _NO_POLICY

@@ -1,0 +1,176 @@
+"""The engine of one jobs directory, wired: records, state, coordinator, scheduler, and what
+follows runs (chains, deliveries, pings). `kron daemon` and `kron run` without a daemon both
+build one; the control API acts through its `Operations`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from kron.actions.dispatch import execute
+from kron.config.catalog import Changes
+from kron.engine.audit import AuditLog
+from kron.engine.budget import AgentBudget
+from kron.engine.chain import Chains
+from kron.engine.coordinator import JobsDirLock, LocalCoordinator
+from kron.engine.runs import Run
+from kron.engine.scheduler import Scheduler
+from kron.engine.startup import Startup, abandoned, where_it_stands
+from kron.engine.state import State, kron_dir
+from kron.engine.store import FileRecordStore
+from kron.model.clock import Clock
+from kron.model.job import Job
+from kron.model.run import Trigger
+from kron.model.schedule import ScheduleKind
+from kron.model.settings import Settings
+from kron.notify.deliveries import Deliveries
+from kron.notify.healthcheck import Healthchecks
+
+__all__ = ["DELIVERY_DRAIN_S", "Runtime"]
+
+log = logging.getLogger("kron.daemon")
+DELIVERY_DRAIN_S = 5.0  # at shutdown, after the runs: systemd's TimeoutStopSec allows for it
+
+
+class Runtime:
+    """Everything a loaded jobs directory needs to run its jobs.
+
+    Args:
+        jobs_dir: the jobs directory.
+        settings: its kron.toml.
+        clock: the time.
+        records_dir: `--records-dir`, over kron.toml's `records_dir`.
+        lock: the jobs directory's lock, held by a daemon; None for a one-off `kron run`.
+        chains: follow `triggers` (a daemon, which has the whole job set, does).
+        audit: keep the audit log (a daemon does).
+    """
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        settings: Settings,
+        *,
+        clock: Clock,
+        records_dir: Path | None = None,
+        lock: JobsDirLock | None = None,
+        chains: bool = True,
+        audit: bool = True,
+    ) -> None:
+        records_dir = records_dir or settings.records_dir
+        self.records_root = records_dir or jobs_dir
+        self.clock = clock
+        self.store = FileRecordStore(jobs_dir=jobs_dir, records_dir=records_dir, clock=clock)
+        self.state = State.load(kron_dir(self.records_root) / "state.json")
+        self.coordinator = LocalCoordinator(self.state, lock=lock, started_at=clock.now())
+        # One agent budget: kron.toml's daily limits, counted from the records.
+        self.budget = AgentBudget.from_settings(settings, store=self.store, now=clock.now)
+        self.scheduler = Scheduler(
+            clock=clock,
+            max_concurrent=settings.max_concurrent,
+            policy=settings.policy,
+            execute_action=functools.partial(execute, budget=self.budget),
+            coordinator=self.coordinator,
+        )
+        self.scheduler.subscribe(self.store.append)
+        # After the record writer: a delivery or a trigger always follows a written record.
+        if chains:
+            Chains().attach(self.scheduler)
+        self.deliveries = Deliveries(store=self.store, clock=clock)
+        self.deliveries.attach(self.scheduler)
+        self.healthchecks = Healthchecks()
+        self.healthchecks.attach(self.scheduler)
+        self.audit = AuditLog(kron_dir(self.records_root) / "audit.jsonl", clock) if audit else None
+
+    # -- the job set ------------------------------------------------------------------------
+
+    def start(self, jobs: Mapping[str, Job], *, now: datetime, boot_id: str) -> None:
+        """Arm every job as the records and the state left it; record runs a crash left alive
+        `abandoned`; fire `@reboot` jobs on the first start of a boot."""
+        state = self.state
+        for job in jobs.values():
+            standing = where_it_stands(job, self.store, state, now)
+            state.first_seen.setdefault(job.id, now)
+            for started in standing.abandoned:
+                self.store.append(abandoned(job, started, now))
+            self._add(job, cursor=standing.cursor, now=now, standing=standing)
+        if state.boot_id != boot_id:
+            state.boot_id = boot_id
+            for job in jobs.values():
+                reboot = job.schedule.kind is ScheduleKind.REBOOT
+                if reboot and job.enabled and not self.coordinator.is_paused(job.id):
+                    self.scheduler.fire(job.id, slot=now, trigger=Trigger.REBOOT)
+        state.save_logged()
+
+    def apply(self, changes: Changes, settings: Settings) -> None:
+        """Bring the scheduler and the state in line with a catalog change (a reload)."""
+        now = self.clock.now()
+        if changes.settings_changed:
+            self.scheduler.policy = settings.policy
+            self.scheduler.set_max_concurrent(settings.max_concurrent)
+            self.budget.max_runs_per_day = settings.max_runs_per_day
+            self.budget.max_tokens_per_day = settings.max_tokens_per_day
+        for job in changes.added:
+            self.state.first_seen.setdefault(job.id, now)
+            self._add(job, cursor=now, now=now)
+        for job in changes.updated:
+            self.store.set_retention(job.id, job.records)
+            self.scheduler.update(job)
+        for job_id in changes.removed:
+            self.scheduler.remove(job_id)
+            self.store.set_retention(job_id, None)
+        if changes.added:
+            self.state.save_logged()
+
+    def _add(
+        self, job: Job, *, cursor: datetime, now: datetime, standing: Startup | None = None
+    ) -> None:
+        self.store.set_retention(job.id, job.records)
+        self.scheduler.add(
+            job,
+            cursor=cursor,
+            paused=self.coordinator.is_paused(job.id),
+            now=now,
+            last=standing.last if standing else None,
+            last_success=standing.last_success if standing else None,
+        )
+
+    # -- operations (the control API's) ---------------------------------------------------
+
+    def run_now(self, job_id: str) -> Run | None:
+        """Fire a job now (trigger manual); None when its overlap policy skips the slot."""
+        now = self.clock.now().replace(microsecond=0)
+        return self.scheduler.fire(job_id, slot=now, trigger=Trigger.MANUAL)
+
+    def set_paused(self, job_id: str, paused: bool) -> None:
+        """Pause or resume a job's schedule; kept by the coordinator, so it survives restarts."""
+        self.coordinator.set_paused(job_id, paused)
+        self.scheduler.set_paused(job_id, paused)
+        if self.audit is not None:
+            self.audit.write("pause" if paused else "resume", job=job_id)
+        log.info("job %s %s", job_id, "paused" if paused else "resumed")
+
+    def cancel(self, run_id: str) -> Run | None:
+        """Stop one run's process tree; it is recorded `cancelled`."""
+        return self.scheduler.cancel(run_id)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def remember_cursors(self) -> None:
+        """Where each job stands at a clean stop (disabled and paused jobs: now)."""
+        now = self.clock.now()
+        for job_id, js in self.scheduler.jobs.items():
+            idle = not js.job.enabled or js.paused
+            self.state.cursors[job_id] = now if idle else js.cursor
+
+    async def drain(self) -> None:
+        """Give messages about the runs just stopped a short while to leave."""
+        await asyncio.gather(
+            self.deliveries.drain(DELIVERY_DRAIN_S), self.healthchecks.drain(DELIVERY_DRAIN_S)
+        )
+
+    def close(self) -> None:
+        self.coordinator.close()

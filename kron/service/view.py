@@ -1,0 +1,228 @@
+"""What a daemon shows of itself, read-only: its jobs, its live runs, its invalid files, its
+stats. The control API, the status page and the metrics read this, never the Daemon; the
+control API acts through `Operations`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from kron import __version__
+from kron.engine.runs import JobState, Run
+from kron.engine.scheduler import Scheduler
+from kron.engine.store import RecordStore
+from kron.model.clock import Clock
+from kron.model.errors import Problem
+from kron.model.run import Outcome, RunEnded, RunState, Trigger
+from kron.model.times import format_time
+
+__all__ = ["DaemonView", "JobView", "Operations", "RunView", "Stats"]
+
+_UTC = ZoneInfo("UTC")
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunView:
+    """A live run."""
+
+    run_id: str
+    job: str
+    slot: datetime
+    trigger: Trigger
+    attempt: int
+    state: RunState
+    started_at: datetime | None
+    pid: int | None
+    config_sha: str
+
+    @classmethod
+    def of(cls, run: Run) -> RunView:
+        return cls(
+            run_id=run.run_id,
+            job=run.job.id,
+            slot=run.slot,
+            trigger=run.trigger,
+            attempt=run.attempt,
+            state=run.state,
+            started_at=run.started_at,
+            pid=run.pgid,
+            config_sha=run.job.config_sha,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "slot": _time(self.slot),
+            "trigger": self.trigger.value,
+            "attempt": self.attempt,
+            "state": self.state.value,
+            "started_at": _time(self.started_at),
+            "pid": self.pid,
+            "config_sha": self.config_sha,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobView:
+    """A loaded job and where it stands."""
+
+    id: str
+    description: str
+    path: Path
+    schedule: str
+    timezone: ZoneInfo
+    next_fire: datetime | None
+    last_outcome: Outcome | None
+    last_ended_at: datetime | None
+    last_success_at: datetime | None
+    enabled: bool
+    paused: bool
+    running: int
+    tags: Mapping[str, str]
+    config_sha: str
+
+    @classmethod
+    def of(cls, js: JobState) -> JobView:
+        job = js.job
+        return cls(
+            id=job.id,
+            description=job.description,
+            path=job.path,
+            schedule=job.schedule.expr,
+            timezone=job.timezone,
+            next_fire=js.fire_at,
+            last_outcome=js.last_outcome,
+            last_ended_at=js.last_ended_at,
+            last_success_at=js.last_success_at,
+            enabled=job.enabled,
+            paused=js.paused,
+            running=len(js.alive),
+            tags=job.tags,
+            config_sha=job.config_sha,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "description": self.description,
+            "path": str(self.path),
+            "schedule": self.schedule,
+            "timezone": self.timezone.key,
+            "next_fire": _time(self.next_fire),
+            "last_outcome": self.last_outcome.value if self.last_outcome else None,
+            "last_ended_at": _time(self.last_ended_at),
+            "last_success_at": _time(self.last_success_at),
+            "enabled": self.enabled,
+            "paused": self.paused,
+            "running": self.running,
+            "tags": dict(self.tags),
+            "config_sha": self.config_sha,
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class Stats:
+    """The daemon's own figures."""
+
+    jobs_dir: Path
+    records_root: Path
+    started_at: datetime | None = None
+    reloads: int = 0  # batches applied since start
+    last_reload: set[Path] | None = field(default=None)
+
+
+class Operations(Protocol):
+    """What the control API may do to a daemon."""
+
+    def run_now(self, job_id: str) -> Run | None:
+        """Fire the job now; None when its overlap policy skips the slot."""
+        ...
+
+    def set_paused(self, job_id: str, paused: bool) -> None: ...
+
+    def cancel(self, run_id: str) -> Run | None: ...
+
+
+class DaemonView:
+    """A read-only view of a running daemon."""
+
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler,
+        store: RecordStore,
+        clock: Clock,
+        stats: Stats,
+        invalid_files: Callable[[], dict[str, list[Problem]]],
+    ) -> None:
+        self._scheduler = scheduler
+        self.store = store
+        self._clock = clock
+        self.stats = stats
+        self._invalid_files = invalid_files
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def job_ids(self) -> list[str]:
+        return sorted(self._scheduler.jobs)
+
+    def jobs(self, tags: Mapping[str, str] | None = None) -> list[JobView]:
+        """Every loaded job with all these tags, by id."""
+        wanted = tags or {}
+        return [
+            JobView.of(js)
+            for _, js in sorted(self._scheduler.jobs.items())
+            if all(js.job.tags.get(k) == v for k, v in wanted.items())
+        ]
+
+    def job(self, job_id: str) -> JobView | None:
+        js = self._scheduler.jobs.get(job_id)
+        return JobView.of(js) if js is not None else None
+
+    def zone(self, job_id: str) -> ZoneInfo:
+        """The job's zone, for its times; UTC for a job no longer loaded."""
+        js = self._scheduler.jobs.get(job_id)
+        return js.job.timezone if js is not None else _UTC
+
+    def running(self) -> list[RunView]:
+        return [RunView.of(run) for run in self._scheduler.running()]
+
+    def last_record(self, job_id: str) -> RunEnded | None:
+        """The job's newest terminal record (from memory: no file is read)."""
+        js = self._scheduler.jobs.get(job_id)
+        return js.last if js is not None else None
+
+    def invalid_files(self) -> dict[str, list[Problem]]:
+        """Files with errors now (their last good job, if any, is still active)."""
+        return self._invalid_files()
+
+    def status(self) -> dict[str, Any]:
+        """The daemon in one answer (`kron status`)."""
+        stats = self.stats
+        invalid = [
+            {"path": path, "errors": [str(p) for p in problems]}
+            for path, problems in sorted(self.invalid_files().items())
+        ]
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": _time(stats.started_at),
+            "jobs_dir": str(stats.jobs_dir.resolve()),
+            "records_dir": str(stats.records_root),
+            "jobs_loaded": len(self._scheduler.jobs),
+            "paused": sorted(j for j, js in self._scheduler.jobs.items() if js.paused),
+            "invalid_files": invalid,
+            "running": [run.to_json() for run in self.running()],
+            "reloads": stats.reloads,
+        }
