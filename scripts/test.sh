@@ -12,6 +12,7 @@ python -m pip install --quiet -e '.[dev]'
 ruff check .
 ruff format --check .
 mypy
+lint-imports  # the layers and the independence of the actions (pyproject.toml)
 
 # systemd-analyze verify checks the unit files; it needs no running systemd.
 if ! command -v systemd-analyze >/dev/null 2>&1; then
