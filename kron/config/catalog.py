@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
 from kron.config.graph import check_graph
-from kron.config.loader import load_job
+from kron.config.loader import job_of, read_job_file
 from kron.config.parallel import in_parallel, worker_count
 from kron.config.schema import compile_job_schema
 from kron.config.settings import load_settings
@@ -158,7 +158,7 @@ class Catalog:
             if entry is not None:
                 touched.add(entry.job_id)
         for path, seen, job, problems in self._load_all(list(files)):
-            job_id = job_id_for(path, self.jobs_dir)
+            job_id = job.id if job is not None else job_id_for(path, self.jobs_dir)
             entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
             entry.seen = seen
             was_invalid = bool(entry.errors)
@@ -258,15 +258,20 @@ def _load_chunk(paths: list[Path], jobs_dir: Path, settings: Settings) -> list[_
     trust = Trust.current()
     loaded: list[_Loaded] = []
     for path in paths:
-        seen = _identity(path)
         try:
-            job, warnings = load_job(
+            doc = read_job_file(
                 path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
             )
         except SpecError as exc:
-            loaded.append((path, seen, None, exc.problems))
+            loaded.append((path, _identity(path), None, exc.problems))
+            continue
+        # The identity is the open file's: a later change, even within the same read, is newer.
+        try:
+            job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings)
+        except SpecError as exc:
+            loaded.append((path, doc.identity, None, exc.problems))
         else:
-            loaded.append((path, seen, job, warnings))
+            loaded.append((path, doc.identity, job, warnings))
     return loaded
 
 

@@ -75,6 +75,7 @@ class Document:
     path: Path
     data: dict[str, Any]
     text: str
+    identity: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the file read
 
     @property
     def is_yaml(self) -> bool:
@@ -153,7 +154,7 @@ def read_document(
         raise _fail(shown, f"the file holds {kind}; a job file holds one table of fields", line=1)
     if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
         _check_shape(shown, data)
-    return Document(path, data, text)
+    return Document(path, data, text, (st.st_mtime_ns, st.st_size, st.st_ino))
 
 
 def _vet_path(path: Path, vet: Callable[[os.stat_result], None]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from kron.config.build import build_job, merge_defaults
 from kron.config.discovery import job_id_for
-from kron.config.documents import read_document
+from kron.config.documents import Document, read_document
 from kron.config.schema import problems_from_schema
 from kron.model.errors import Problem, SpecError
 from kron.model.job import Job
@@ -20,7 +20,7 @@ from kron.model.secrets import Secrets
 from kron.model.settings import Settings
 from kron.model.trust import Trust, folder_refusals, refusals, stat_refusals
 
-__all__ = ["config_sha", "load_job"]
+__all__ = ["config_sha", "job_of", "load_job", "read_job_file"]
 
 
 def load_job(
@@ -37,16 +37,38 @@ def load_job(
     `job_id`, `folders_seen` and `trust` let a caller loading many files share work between
     them.
     """
-    display = str(path)
+    doc = read_job_file(
+        path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders_seen, trust=trust
+    )
+    return job_of(doc, jobs_dir=jobs_dir, settings=settings, job_id=job_id)
+
+
+def read_job_file(
+    path: Path,
+    *,
+    jobs_dir: Path,
+    settings: Settings,
+    folders_seen: dict[str, list[str]] | None = None,
+    trust: Trust | None = None,
+) -> Document:
+    """Read a job file that kron may trust (its owner, its mode, its folders), or raise
+    SpecError saying why not."""
     trust = trust or Trust.current()
     vet = None
     if trust.enabled:
         in_folders = folder_refusals(path, root=jobs_dir, trust=trust, folders_seen=folders_seen)
         if in_folders:  # not even opened: whoever can write the folder may have swapped it
             refused = refusals(path, trust=trust) + in_folders
-            raise SpecError([Problem(path=display, message=m) for m in refused])
+            raise SpecError([Problem(path=str(path), message=m) for m in refused])
         vet = functools.partial(_vet, path, trust)
-    doc = read_document(path, max_size=settings.max_file_size, vet=vet)
+    return read_document(path, max_size=settings.max_file_size, vet=vet)
+
+
+def job_of(
+    doc: Document, *, jobs_dir: Path, settings: Settings, job_id: str | None = None
+) -> tuple[Job, list[Problem]]:
+    """The Job a read job file defines and its warnings, or SpecError with every error."""
+    path = doc.path
     # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
     secrets = Secrets.in_tables(doc.data, settings.defaults)
     problems = problems_from_schema(doc, "job", doc.data)

@@ -7,17 +7,18 @@ comes back, through a pipe.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 __all__ = ["MAX_WORKERS", "PARALLEL_MIN", "in_parallel", "quiet_worker", "worker_count"]
 
-T = TypeVar("T")
+S = TypeVar("S", bound=Sequence[Any])  # a chunk: a list of work items
 R = TypeVar("R")
 PARALLEL_MIN = 2000  # below this, starting workers costs more than it saves
 MAX_WORKERS = 4
@@ -34,7 +35,7 @@ def worker_count(files: int) -> int:
     return min(cores, MAX_WORKERS)
 
 
-def in_parallel(work: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
+def in_parallel(work: Callable[[S], R], chunks: Sequence[S]) -> list[R]:
     """Return `[work(c) for c in chunks]`, the first chunk here and each other in a fork.
 
     A forked child inherits its chunk, so nothing is pickled on the way in; only `work`'s
@@ -61,15 +62,41 @@ def in_parallel(work: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
             os.close(write_fd)
             children.append((pid, read_fd))
         results = [work(chunks[0])]
-        for pid, read_fd in children:
-            results.append(_result_of(pid, read_fd))
+        for (pid, read_fd), chunk in zip(children, chunks[1:], strict=True):
+            results.append(_result_of(pid, read_fd, chunk))
     finally:
         for pid, read_fd in children:
             _reap(pid, read_fd)
     return results
 
 
-def _work_in_child(work: Callable[[T], R], chunk: T, write_fd: int) -> None:  # pragma: no cover
+class _Sender(pickle.Pickler):
+    """Pickles a child's result; an item of its chunk goes as its index, not as itself.
+
+    The parent has the chunk already: a job's path comes back as the parent's own Path object,
+    neither pickled nor parsed again (10,000 paths cost 0.3 s to rebuild) nor held twice.
+    """
+
+    def __init__(self, file: IO[bytes], chunk: Sequence[Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._chunk = chunk
+        self._index = {id(item): index for index, item in enumerate(chunk)}
+
+    def persistent_id(self, obj: Any) -> int | None:
+        index = self._index.get(id(obj))
+        return index if index is not None and self._chunk[index] is obj else None
+
+
+class _Receiver(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], chunk: Sequence[Any]) -> None:
+        super().__init__(file)
+        self._chunk = chunk
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._chunk[pid]
+
+
+def _work_in_child(work: Callable[[S], R], chunk: S, write_fd: int) -> None:  # pragma: no cover
     """Run `work` in a forked child, send back (ok, result or traceback), and exit."""
     code = 1
     try:
@@ -79,17 +106,17 @@ def _work_in_child(work: Callable[[T], R], chunk: T, write_fd: int) -> None:  # 
         except BaseException:  # anything goes back to the parent, as text
             payload = (False, traceback.format_exc())
         with open(write_fd, "wb") as out:
-            pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+            _Sender(out, chunk).dump(payload)
         code = 0
     finally:
         os._exit(code)  # never return into the parent's stack, flush its buffers or run atexit
 
 
-def _result_of(pid: int, read_fd: int) -> Any:
+def _result_of(pid: int, read_fd: int, chunk: Sequence[Any]) -> Any:
     with open(read_fd, "rb", closefd=False) as source:
         data = source.read()
     try:
-        ok, value = pickle.loads(data)
+        ok, value = _Receiver(io.BytesIO(data), chunk).load()
     except Exception:  # a child that died mid-way leaves a truncated pickle
         raise RuntimeError(f"load worker {pid} ended without a result") from None
     if not ok:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -180,3 +180,40 @@ class Job:
     healthcheck: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     records: Retention = Retention()
+
+
+def _rebuild(cls: type[Any], names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    obj = object.__new__(cls)
+    for name, value in zip(names, values, strict=True):
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _pickle_flat(*classes: type[Any]) -> None:
+    """Pickle these frozen dataclasses as a flat tuple of their fields.
+
+    dataclasses pickles a frozen slotted class by calling `fields()` for every object it
+    restores: the 10,000 jobs that load workers send back took half a second to unpickle.
+    """
+    for cls in classes:
+        names = tuple(f.name for f in fields(cls))
+
+        def reduce(self: Any, names: tuple[str, ...] = names) -> tuple[Any, ...]:
+            values = tuple(getattr(self, name) for name in names)
+            return (_rebuild, (type(self), names, values))
+
+        cls.__reduce__ = reduce  # type: ignore[assignment]
+
+
+_pickle_flat(
+    CommandAction,
+    ShellAction,
+    HttpAction,
+    DockerAction,
+    AgentAction,
+    RetryPolicy,
+    WaitSpec,
+    Delivery,
+    Retention,
+    Job,
+)

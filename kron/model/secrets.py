@@ -20,7 +20,7 @@ from kron.model.job import Job
 from kron.model.run import Output
 from kron.model.trust import refusals
 
-__all__ = ["MASK", "Secrets", "read_env_file"]
+__all__ = ["MASK", "NO_SECRETS", "Secrets", "read_env_file"]
 
 MASK = "***"
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -38,6 +38,8 @@ class Secrets:
     @classmethod
     def of_job(cls, job: Job, file_env: Mapping[str, str] | None = None) -> Secrets:
         """A job's secrets: its secret `env` entries and the values of its env_file, if read."""
+        if not job.secret_env and not file_env:
+            return NO_SECRETS  # most jobs: nothing to sort or to mask
         found = [job.env[name] for name in job.secret_env if job.env.get(name)]
         return cls([*found, *(file_env or {}).values()])
 
@@ -103,6 +105,9 @@ class Secrets:
         if not self._values:
             return problems
         return [dataclasses.replace(p, message=self.mask(p.message)) for p in problems]
+
+
+NO_SECRETS = Secrets()
 
 
 def read_env_file(path: Path) -> dict[str, str]:
