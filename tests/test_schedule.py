@@ -24,6 +24,7 @@ from kron.model.schedule import (
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+CHATHAM = ZoneInfo("Pacific/Chatham")
 ZONE_UTC = ZoneInfo("UTC")
 
 
@@ -204,6 +205,134 @@ DST_TABLE = [
         ],
         id="lord-howe-autumn-periodic-runs-in-both-half-hours",
     ),
+    pytest.param(
+        # Europe/Berlin 2026-10-25 03:00 CEST -> 02:00 CET. The minute field begins with `*`:
+        # an ISC wildcard job although the hours are fixed, so both 02:xx hours run.
+        BERLIN,
+        "*/30 1-3 * * *",
+        "2026-10-25T01:45:00+02:00",
+        [
+            "2026-10-25T00:00:00+00:00 | 2026-10-25T02:00:00+02:00",
+            "2026-10-25T00:30:00+00:00 | 2026-10-25T02:30:00+02:00",
+            "2026-10-25T01:00:00+00:00 | 2026-10-25T02:00:00+01:00",
+            "2026-10-25T01:30:00+00:00 | 2026-10-25T02:30:00+01:00",
+            "2026-10-25T02:00:00+00:00 | 2026-10-25T03:00:00+01:00",
+        ],
+        id="berlin-autumn-star-minute-runs-in-both-hours",
+    ),
+    pytest.param(
+        # Europe/Berlin 2026-03-29 02:00 CET -> 03:00 CEST. `* 2 * * *` is a wildcard job (its
+        # minute is `*`): the hour 02 does not exist that day, so nothing runs until the next.
+        BERLIN,
+        "* 2 * * *",
+        "2026-03-29T01:58:00+01:00",
+        [
+            "2026-03-30T00:00:00+00:00 | 2026-03-30T02:00:00+02:00",
+            "2026-03-30T00:01:00+00:00 | 2026-03-30T02:01:00+02:00",
+        ],
+        id="berlin-spring-star-minute-skips-the-gap",
+    ),
+    pytest.param(
+        # America/New_York 2025-11-02 02:00 EDT -> 01:00 EST: `*/30 1` runs in both 01:xx hours.
+        NEW_YORK,
+        "*/30 1 * * *",
+        "2025-11-02T00:45:00-04:00",
+        [
+            "2025-11-02T05:00:00+00:00 | 2025-11-02T01:00:00-04:00",
+            "2025-11-02T05:30:00+00:00 | 2025-11-02T01:30:00-04:00",
+            "2025-11-02T06:00:00+00:00 | 2025-11-02T01:00:00-05:00",
+            "2025-11-02T06:30:00+00:00 | 2025-11-02T01:30:00-05:00",
+            "2025-11-03T06:00:00+00:00 | 2025-11-03T01:00:00-05:00",
+        ],
+        id="new-york-autumn-star-minute-runs-in-both-hours",
+    ),
+    pytest.param(
+        # America/New_York 2025-03-09 02:00 EST -> 03:00 EDT: `* 2 * * *` skips the lost hour.
+        NEW_YORK,
+        "* 2 * * *",
+        "2025-03-09T01:58:00-05:00",
+        [
+            "2025-03-10T06:00:00+00:00 | 2025-03-10T02:00:00-04:00",
+            "2025-03-10T06:01:00+00:00 | 2025-03-10T02:01:00-04:00",
+        ],
+        id="new-york-spring-star-minute-skips-the-gap",
+    ),
+    pytest.param(
+        # Australia/Lord_Howe 2026-04-05 02:00 LHDT -> 01:30 LHST: `*/15 1` runs 01:30 and
+        # 01:45 twice.
+        LORD_HOWE,
+        "*/15 1 * * *",
+        "2026-04-05T01:20:00+11:00",
+        [
+            "2026-04-04T14:30:00+00:00 | 2026-04-05T01:30:00+11:00",
+            "2026-04-04T14:45:00+00:00 | 2026-04-05T01:45:00+11:00",
+            "2026-04-04T15:00:00+00:00 | 2026-04-05T01:30:00+10:30",
+            "2026-04-04T15:15:00+00:00 | 2026-04-05T01:45:00+10:30",
+            "2026-04-05T14:30:00+00:00 | 2026-04-06T01:00:00+10:30",
+        ],
+        id="lord-howe-autumn-star-minute-runs-in-both-half-hours",
+    ),
+    pytest.param(
+        # Australia/Lord_Howe 2025-10-05 02:00 LHST -> 02:30 LHDT: `*/15 2` loses 02:00, 02:15.
+        LORD_HOWE,
+        "*/15 2 * * *",
+        "2025-10-05T01:50:00+10:30",
+        [
+            "2025-10-04T15:30:00+00:00 | 2025-10-05T02:30:00+11:00",
+            "2025-10-04T15:45:00+00:00 | 2025-10-05T02:45:00+11:00",
+            "2025-10-05T15:00:00+00:00 | 2025-10-06T02:00:00+11:00",
+        ],
+        id="lord-howe-spring-star-minute-skips-the-gap",
+    ),
+    pytest.param(
+        # Pacific/Chatham 2026-04-05 03:45 CHADT (+13:45) -> 02:45 CHAST (+12:45), at
+        # 2026-04-04 14:00 UTC: 02:45-03:45 happens twice; `*/30 3` runs in both.
+        CHATHAM,
+        "*/30 3 * * *",
+        "2026-04-05T02:00:00+13:45",
+        [
+            "2026-04-04T13:15:00+00:00 | 2026-04-05T03:00:00+13:45",
+            "2026-04-04T13:45:00+00:00 | 2026-04-05T03:30:00+13:45",
+            "2026-04-04T14:15:00+00:00 | 2026-04-05T03:00:00+12:45",
+            "2026-04-04T14:45:00+00:00 | 2026-04-05T03:30:00+12:45",
+            "2026-04-05T14:15:00+00:00 | 2026-04-06T03:00:00+12:45",
+        ],
+        id="chatham-autumn-star-minute-runs-in-both-hours",
+    ),
+    pytest.param(
+        # Pacific/Chatham 2026-04-05 03:45 CHADT -> 02:45 CHAST: a fixed 03:30 runs once.
+        CHATHAM,
+        "30 3 * * *",
+        "2026-04-05T02:00:00+13:45",
+        [
+            "2026-04-04T13:45:00+00:00 | 2026-04-05T03:30:00+13:45",
+            "2026-04-05T14:45:00+00:00 | 2026-04-06T03:30:00+12:45",
+        ],
+        id="chatham-autumn-fixed-time-runs-once",
+    ),
+    pytest.param(
+        # Pacific/Chatham 2026-09-27 02:45 CHAST (+12:45) -> 03:45 CHADT (+13:45), at
+        # 2026-09-26 14:00 UTC: `*/30 3` has no 03:00 or 03:30 that day.
+        CHATHAM,
+        "*/30 3 * * *",
+        "2026-09-27T02:00:00+12:45",
+        [
+            "2026-09-27T13:15:00+00:00 | 2026-09-28T03:00:00+13:45",
+            "2026-09-27T13:45:00+00:00 | 2026-09-28T03:30:00+13:45",
+        ],
+        id="chatham-spring-star-minute-skips-the-gap",
+    ),
+    pytest.param(
+        # Pacific/Chatham 2026-09-27 02:45 CHAST -> 03:45 CHADT: a fixed 03:00 runs at 03:45.
+        CHATHAM,
+        "0 3 * * *",
+        "2026-09-27T02:00:00+12:45",
+        [
+            "2026-09-26T14:00:00+00:00 | 2026-09-27T03:45:00+13:45",
+            "2026-09-27T13:15:00+00:00 | 2026-09-28T03:00:00+13:45",
+        ],
+        id="chatham-spring-fixed-time-runs-at-gap-end",
+    ),
 ]
 
 
@@ -272,12 +401,14 @@ def test_late_in_the_first_occurrence_the_next_periodic_slot_is_the_repeat() -> 
     ]
 
 
-def test_an_hour_step_is_periodic_and_an_hour_range_is_fixed_time() -> None:
-    # America/New_York 2025-11-02 02:00 EDT -> 01:00 EST.
+def test_a_step_written_without_a_star_is_fixed_time_as_in_isc_cron() -> None:
+    # America/New_York 2025-11-02 02:00 EDT -> 01:00 EST. ISC cron flags a wildcard job by the
+    # first character of its minute and hour fields only: `1-23/2` is fixed-time, so the
+    # repeated 01:30 runs once.
     assert fires("30 1-23/2 * * *", NEW_YORK, "2025-11-02T00:00:00-04:00", 3) == [
         "2025-11-02T05:30:00+00:00 | 2025-11-02T01:30:00-04:00",
-        "2025-11-02T06:30:00+00:00 | 2025-11-02T01:30:00-05:00",
         "2025-11-02T08:30:00+00:00 | 2025-11-02T03:30:00-05:00",
+        "2025-11-02T10:30:00+00:00 | 2025-11-02T05:30:00-05:00",
     ]
     assert fires("30 1-3 * * *", NEW_YORK, "2025-11-02T00:00:00-04:00", 3) == [
         "2025-11-02T05:30:00+00:00 | 2025-11-02T01:30:00-04:00",

@@ -131,7 +131,7 @@ class CronSchedule(Schedule):
     fields: str  # lower-cased croniter text, `5L` rewritten as croniter's `L5`
     with_seconds: bool  # a leading seconds field is present
     day_or: bool  # Vixie cron: day-of-month OR day-of-week only when both are restricted
-    periodic: bool  # the hour field is a wildcard or a step, so DST gaps skip and repeats fire
+    periodic: bool  # a time field starts with `*` (ISC wildcard job): gaps skip, repeats fire
 
     def next_fire(self, after: datetime) -> datetime | None:
         """Return the first slot strictly after `after`, in UTC, or None when there is none."""
@@ -241,7 +241,7 @@ def _parse_cron(expr: str, text: str, zone: ZoneInfo) -> CronSchedule:
     names = _FIELD_NAMES[len(fields)]
     lowered = [_to_croniter(name, field) for name, field in zip(names, fields, strict=True)]
     with_seconds = len(fields) == 6
-    hour, dom, dow = fields[-4], fields[-3], fields[-1]
+    dom, dow = fields[-3], fields[-1]
     # ISC cron: a `*` (or `?`) at the start of either day field makes the two an AND.
     day_or = not (dom.startswith(("*", "?")) or dow.startswith(("*", "?")))
     normalized = " ".join(lowered)
@@ -258,8 +258,10 @@ def _parse_cron(expr: str, text: str, zone: ZoneInfo) -> CronSchedule:
         fields=normalized,
         with_seconds=with_seconds,
         day_or=day_or,
-        # ISC cron treats a job as periodic when its hour field is `*` or a step.
-        periodic="*" in hour or "/" in hour,
+        # ISC cron's "wildcard" jobs (MIN_STAR or HR_STAR: the minute or the hour field begins
+        # with `*`) run in every real hour of a DST change; the others are fixed-time. A
+        # leading seconds field, kron's own, counts as one of them.
+        periodic=any(field.startswith("*") for field in fields[:-3]),
     )
 
 
