@@ -51,7 +51,9 @@ def test_validate_reports_every_error_of_every_file_without_a_traceback(
     assert "Traceback" not in result.out + result.err
     lines = [line.replace(str(jobs_dir) + "/", "") for line in result.lines]
     assert lines == [
+        "one.toml:2:1: timezone: unknown time zone 'Mars/Base'; use an IANA name like 'Europe/Berlin'",
         "one.toml:4:1: timeout: 'soon' is not a duration; write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
+        "two.yaml:1:1: schedule: cron expressions have 5 fields (or 6 with leading seconds); got 3",
         "two.yaml:2:11: command.0: expected a string, got true",
         "2 files: 0 valid, 2 with errors, 0 warnings",
     ]

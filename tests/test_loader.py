@@ -313,7 +313,7 @@ def test_warnings_name_a_missing_timezone_and_a_timeout_longer_than_the_interval
     warnings = [p.message for p in result.warnings]
     assert warnings == [
         "no timezone; read in UTC (set `timezone` here or in kron.toml)",
-        "timeout is longer than the 0:05:00 between slots; slots will be skipped",
+        "timeout 10m is longer than the 5m between slots; slots will be skipped",
     ]
 
 

@@ -7,8 +7,10 @@ policy) and the defaults merged from kron.toml.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -41,7 +43,7 @@ from kron.model.schedule import ScheduleKind, parse_schedule
 from kron.model.secrets import Secrets
 from kron.model.settings import Settings
 from kron.model.trust import refusals
-from kron.model.units import parse_duration, parse_size
+from kron.model.units import format_duration, parse_duration, parse_size
 
 __all__ = ["Builder", "build_job", "merge_defaults", "zone_named"]
 
@@ -61,24 +63,36 @@ def merge_defaults(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str
 
 @functools.cache
 def zone_named(key: str) -> ZoneInfo:
+    """The zone of an IANA name; ValueProblem with the nearest names when there is none."""
     try:
         return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueProblem(
-            f"unknown time zone {key!r}; use an IANA name like 'Europe/Berlin'"
-        ) from None
+        hint = difflib.get_close_matches(key, _zone_names(), n=1, cutoff=0.7)
+        advice = f"did you mean {hint[0]!r}?" if hint else "use an IANA name like 'Europe/Berlin'"
+        raise ValueProblem(f"unknown time zone {key!r}; {advice}") from None
+
+
+@functools.cache
+def _zone_names() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
 
 
 class Builder:
     """Turn a validated mapping into model values, collecting every problem with its field."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, defaults_origin: Mapping[str, str] | None = None) -> None:
         self.doc = doc
+        self.defaults_origin = defaults_origin or {}
         self.problems: list[Problem] = []
 
     def problem(
         self, pointer: list[str | int], message: str, severity: Severity = Severity.ERROR
     ) -> None:
+        field = pointer[0] if pointer else None
+        if isinstance(field, str) and field not in self.doc.data:
+            origin = self.defaults_origin.get(field)
+            if origin is not None:  # the job file does not show it: say where it is written
+                message += f" (the value comes from [defaults] in {origin})"
         self.problems.append(self.doc.problem(pointer, message, severity))
 
     def convert(
@@ -247,10 +261,16 @@ def _retry(b: Builder, table: Mapping[str, Any]) -> RetryPolicy:
 
 
 def build_job(
-    doc: Document, data: Mapping[str, Any], *, job_id: str, config_sha: str, settings: Settings
+    doc: Document,
+    data: Mapping[str, Any],
+    *,
+    job_id: str,
+    config_sha: str,
+    settings: Settings,
+    now: datetime | None = None,
 ) -> tuple[Job | None, list[Problem]]:
     """Build a Job from a schema-valid mapping; return it (None on error) and every problem."""
-    b = Builder(doc)
+    b = Builder(doc, settings.defaults_origin)
     zone, zone_explicit = _timezone_of(b, data, settings)
     if "schedule" not in data:
         b.problem(
@@ -332,10 +352,10 @@ def build_job(
         action=action,
         **job_kwargs,
     )
-    return job, _warnings(b, job, data)
+    return job, _warnings(b, job, now or datetime.now(UTC))
 
 
-def _warnings(b: Builder, job: Job, data: Mapping[str, Any]) -> list[Problem]:
+def _warnings(b: Builder, job: Job, now: datetime) -> list[Problem]:
     kind = job.schedule.kind
     if kind in (ScheduleKind.CRON, ScheduleKind.AT) and not job.timezone_explicit:
         b.problem(
@@ -352,10 +372,11 @@ def _warnings(b: Builder, job: Job, data: Mapping[str, Any]) -> list[Problem]:
     ):
         b.problem(
             ["timeout"],
-            f"timeout is longer than the {interval} between slots; slots will be skipped",
+            f"timeout {format_duration(job.timeout)} is longer than the "
+            f"{format_duration(interval)} between slots; slots will be skipped",
             severity=Severity.WARNING,
         )
-    if kind is ScheduleKind.AT and job.schedule.next_fire(datetime.now(UTC)) is None:
+    if kind is ScheduleKind.AT and job.schedule.next_fire(now) is None:
         b.problem(
             ["schedule"], "this @at time is in the past; the job will never fire", Severity.WARNING
         )

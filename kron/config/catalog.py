@@ -6,8 +6,9 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
@@ -65,8 +66,10 @@ class Changes:
 class Catalog:
     """Every job file below a jobs directory, with the job each one contributes."""
 
-    def __init__(self, jobs_dir: Path) -> None:
+    def __init__(self, jobs_dir: Path, *, now: Callable[[], datetime] | None = None) -> None:
+        """`now` is the clock the loader judges `@at` times by (a test pins it)."""
         self.jobs_dir = jobs_dir
+        self._now = now
         self.settings = Settings()
         self.settings_problems: list[Problem] = []
         self.settings_seen: tuple[int, int, int] | None = None
@@ -143,6 +146,9 @@ class Catalog:
         self._reload(changed, gone, changes)
         return changes
 
+    def _time(self) -> datetime | None:
+        return self._now() if self._now is not None else None
+
     def _require_jobs_dir(self) -> None:
         """A jobs directory moved away or unmounted is no reason to unschedule every job."""
         if not self.jobs_dir.is_dir():
@@ -177,12 +183,13 @@ class Catalog:
         """Load files, on every core when there are many (a first load, a large checkout)."""
         workers = worker_count(len(files))
         if workers < 2:
-            return _load_chunk(files, self.jobs_dir, self.settings)
+            return _load_chunk(files, self.jobs_dir, self.settings, self._time())
         jobs_dir, settings = self.jobs_dir, self.settings
         compile_job_schema()
         chunks = [files[i::workers] for i in range(workers)]
         loaded: list[_Loaded] = []
-        for part in in_parallel(lambda chunk: _load_chunk(chunk, jobs_dir, settings), chunks):
+        now = self._time()
+        for part in in_parallel(lambda chunk: _load_chunk(chunk, jobs_dir, settings, now), chunks):
             loaded.extend(part)
         return loaded
 
@@ -253,7 +260,9 @@ class Catalog:
 _Loaded = tuple[Path, "tuple[int, int, int] | None", "Job | None", list[Problem]]
 
 
-def _load_chunk(paths: list[Path], jobs_dir: Path, settings: Settings) -> list[_Loaded]:
+def _load_chunk(
+    paths: list[Path], jobs_dir: Path, settings: Settings, now: datetime | None
+) -> list[_Loaded]:
     folders: dict[str, list[str]] = {}  # one verdict per folder per load
     trust = Trust.current()
     loaded: list[_Loaded] = []
@@ -267,7 +276,7 @@ def _load_chunk(paths: list[Path], jobs_dir: Path, settings: Settings) -> list[_
             continue
         # The identity is the open file's: a later change, even within the same read, is newer.
         try:
-            job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings)
+            job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
         except SpecError as exc:
             loaded.append((path, doc.identity, None, exc.problems))
         else:
@@ -298,9 +307,9 @@ class LoadResult(Findings):
     files: list[Path] = field(default_factory=list)
 
 
-def load_dir(jobs_dir: Path) -> LoadResult:
+def load_dir(jobs_dir: Path, *, now: datetime | None = None) -> LoadResult:
     """Load every job file below jobs_dir; one bad file never stops the others."""
-    catalog = Catalog(jobs_dir)
+    catalog = Catalog(jobs_dir, now=(lambda: now) if now else None)
     catalog.scan()
     valid = {e.job_id for e in catalog.entries.values() if not e.errors}
     return LoadResult(

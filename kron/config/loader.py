@@ -6,15 +6,17 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kron.config.build import build_job, merge_defaults
 from kron.config.discovery import job_id_for
 from kron.config.documents import Document, read_document
-from kron.config.schema import problems_from_schema
-from kron.model.errors import Problem, SpecError
+from kron.config.schema import schema_errors
+from kron.config.tables import misplaced_keys
+from kron.model.errors import Problem, Severity, SpecError
 from kron.model.job import Job
 from kron.model.secrets import Secrets
 from kron.model.settings import Settings
@@ -65,27 +67,104 @@ def read_job_file(
 
 
 def job_of(
-    doc: Document, *, jobs_dir: Path, settings: Settings, job_id: str | None = None
+    doc: Document,
+    *,
+    jobs_dir: Path,
+    settings: Settings,
+    job_id: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Job, list[Problem]]:
-    """The Job a read job file defines and its warnings, or SpecError with every error."""
-    path = doc.path
-    # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
-    secrets = Secrets.in_tables(doc.data, settings.defaults)
-    problems = problems_from_schema(doc, "job", doc.data)
-    if problems:
-        raise SpecError(secrets.mask_problems(problems))
-    data = merge_defaults(settings.defaults, doc.data) if settings.defaults else doc.data
-    job, found = build_job(
+    """The Job a read job file defines and its warnings, or SpecError with every error.
+
+    Every error is found in one pass: the fields the schema refuses are set aside, and the rest
+    is built and checked as if they were absent, so a misspelt field does not hide a bad
+    schedule below it. Problems come in line order.
+    """
+    found = schema_errors("job", doc.data)
+    problems = [doc.problem(pointer, message) for pointer, message in found]
+    refused: list[tuple[str, ...]] = []
+    data = doc.data
+    for _ in range(_SET_ASIDE_ROUNDS):
+        if not found:
+            break
+        # Setting a field aside can leave its table incomplete: check again, set that aside.
+        refused += [_refusable(pointer) for pointer, _ in found]
+        data = _without(data, refused)
+        found = schema_errors("job", data) if data else []
+    else:
+        data = {}
+    if settings.defaults:
+        data = merge_defaults(settings.defaults, data)
+    job, built = build_job(
         doc,
         data,
-        job_id=job_id or job_id_for(path, jobs_dir),
+        job_id=job_id or job_id_for(doc.path, jobs_dir),
         config_sha=config_sha(doc.text, settings.defaults),
         settings=settings,
+        now=now,
     )
-    found = secrets.mask_problems(found)
+    if refused:
+        job = None  # what was set aside is part of the job
+        problems += [p for p in built if not _follows_from(p, refused)]
+    else:
+        problems = built
+    problems += [
+        doc.problem(pointer, message, Severity.WARNING)
+        for pointer, message in misplaced_keys("job", doc.data)
+    ]
+    # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
+    problems = in_file_order(Secrets.in_tables(doc.data, settings.defaults).mask_problems(problems))
     if job is None:
-        raise SpecError([p for p in found if p.is_error] or found)
-    return job, found
+        raise SpecError([p for p in problems if p.is_error] or problems)
+    return job, problems
+
+
+_SET_ASIDE_ROUNDS = 4
+
+
+def in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Whole-file problems first, then by line and column (a stable sort)."""
+    return sorted(problems, key=lambda p: (p.line is not None, p.line or 0, p.column or 0))
+
+
+def _refusable(pointer: Sequence[str | int]) -> tuple[str, ...]:
+    """The part of a document to set aside for a schema error at `pointer`: the field itself,
+    or the whole list it sits in (its neighbours' indexes would shift)."""
+    keys: list[str] = []
+    for part in pointer:
+        if isinstance(part, int):
+            break
+        keys.append(part)
+    return tuple(keys)
+
+
+def _without(data: Mapping[str, Any], refused: Sequence[tuple[str, ...]]) -> dict[str, Any]:
+    """`data` with the fields at `refused` removed (tables along the way are copied)."""
+    result = dict(data)
+    for keys in refused:
+        if not keys:
+            return {}  # the whole document: nothing is left to check
+        table = result
+        for key in keys[:-1]:
+            inner = table.get(key)
+            if not isinstance(inner, dict):
+                break
+            table[key] = table = dict(inner)
+        else:
+            table.pop(keys[-1], None)
+    return result
+
+
+def _follows_from(problem: Problem, refused: Sequence[tuple[str, ...]]) -> bool:
+    """Whether a problem found after setting fields aside is only the echo of that (an action
+    that is missing because its table was refused, say)."""
+    if not problem.field:
+        return any(len(keys) <= 1 for keys in refused)
+    for keys in refused:
+        field = ".".join(keys)
+        if problem.field == field or problem.field.startswith(field + "."):
+            return True
+    return False
 
 
 def _vet(path: Path, trust: Trust, st: os.stat_result) -> None:

@@ -131,8 +131,10 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
             return [(pointer, f"{_short(value)} is not an http(s) URL")]
         return [(pointer, f"{_short(value)} does not match {error.validator_value}")]
     if kind == "enum":
-        options = ", ".join(json.dumps(v) for v in error.validator_value)
-        return [(pointer, f"{_short(value)} is not one of {options}")]
+        choices = error.validator_value
+        listed = ", ".join(json.dumps(v) for v in choices)
+        near = _did_you_mean(value, choices)
+        return [(pointer, f"{_short(value)} is not one of {listed}{near}")]
     if kind == "required":
         return [(pointer, error.message.replace("is a required property", "is required"))]
     if kind == "oneOf" and isinstance(value, dict) and "notify" in [str(p) for p in pointer]:
@@ -159,3 +161,12 @@ def problems_from_schema(
 ) -> list[Problem]:
     """Every error the schema `name` finds in `data`, the part of `doc` found at `at`."""
     return [doc.problem([*at, *pointer], message) for pointer, message in schema_errors(name, data)]
+
+
+def _did_you_mean(value: Any, options: list[Any]) -> str:
+    """`; did you mean 'forbid'?` for a near miss among string options, else ""."""
+    words = [option for option in options if isinstance(option, str)]
+    if not isinstance(value, str) or not words:
+        return ""
+    hint = difflib.get_close_matches(value, words, n=1, cutoff=0.6)
+    return f"; did you mean {hint[0]!r}?" if hint else ""

@@ -8,9 +8,10 @@ from zoneinfo import ZoneInfo
 
 from kron.config.build import Builder, zone_named
 from kron.config.discovery import SETTINGS_NAMES
-from kron.config.documents import read_document
+from kron.config.documents import Document, read_document
 from kron.config.schema import problems_from_schema
-from kron.model.errors import Problem, SpecError
+from kron.config.tables import misplaced_keys
+from kron.model.errors import Problem, Severity, SpecError
 from kron.model.job import ACTION_KEYS
 from kron.model.policy import Policy
 from kron.model.secrets import Secrets
@@ -47,6 +48,10 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         for key in ("schedule", *ACTION_KEYS)
         if key in defaults
     ]
+    problems += [
+        doc.problem(pointer, message, Severity.WARNING)
+        for pointer, message in misplaced_keys("kron", data)
+    ]
     b = Builder(doc)
     zone = b.convert(["timezone"], zone_named, data.get("timezone", "UTC"), ZoneInfo("UTC"))
     policy = data.get("policy", {})
@@ -67,9 +72,15 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         max_runs_per_day=data.get("max_runs_per_day"),
         max_tokens_per_day=data.get("max_tokens_per_day"),
         defaults=defaults,
+        defaults_origin={key: _where(doc, ["defaults", key]) for key in defaults},
         policy=Policy(
             deny=tuple(policy.get("deny", ())),
             allow=tuple(policy["allow"]) if "allow" in policy else None,
         ),
     )
     return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)
+
+
+def _where(doc: Document, pointer: list[str | int]) -> str:
+    line, _ = doc.locate(pointer)
+    return f"{doc.path}:{line}" if line is not None else str(doc.path)

@@ -57,20 +57,22 @@ class Report(Findings):
     problems: list[Problem] = field(default_factory=list)
 
 
-def _jobs_dir_for(path: Path, default_dir: Path) -> Path:
-    """The jobs directory a file belongs to: --jobs-dir when it holds the file, else its folder."""
+def _jobs_dir_for(path: Path, default_dir: Path) -> Path | None:
+    """The jobs directory `path` lies in: --jobs-dir when it holds it, else None."""
     try:
         path.resolve().relative_to(default_dir.resolve())
-    except ValueError:
-        return path.parent
+    except (ValueError, OSError):
+        return None
     return default_dir
 
 
 def validate(paths: Sequence[Path], *, jobs_dir: Path, now: datetime | None = None) -> Report:
     """Validate files and folders with the daemon's loader (the same Catalog, workers and checks).
 
-    A folder is a jobs directory; a file is checked within its own, so that duplicate ids and
-    triggers are judged against every job, and only its problems are reported.
+    A path inside the jobs directory is judged exactly as the daemon judges it: the whole
+    directory is loaded (kron.toml, ids, duplicates, triggers) and the problems of the files
+    under that path are reported. A folder outside it is a jobs directory of its own; a file
+    outside it is judged in its own folder.
     """
     report = Report()
     now = now or datetime.now(UTC)
@@ -78,16 +80,18 @@ def validate(paths: Sequence[Path], *, jobs_dir: Path, now: datetime | None = No
         paths = [jobs_dir]
     wanted_by_dir: dict[Path, set[Path] | None] = {}
     for path in paths:
-        if path.is_dir():
-            wanted_by_dir[path] = None
-        else:
-            home = _jobs_dir_for(path, jobs_dir)
-            chosen = wanted_by_dir.setdefault(home, set())
-            if chosen is not None:
-                chosen.add(path)
+        home = _jobs_dir_for(path, jobs_dir)
+        if home is None:
+            home = path if path.is_dir() else path.parent
+        if path.is_dir() and os.path.samefile(path, home):
+            wanted_by_dir[home] = None  # the whole directory
+            continue
+        chosen = wanted_by_dir.setdefault(home, set())
+        if chosen is not None:
+            chosen.add(path)
     nexts: dict[Schedule, datetime | None] = {}
     for home, wanted in wanted_by_dir.items():
-        result = load_dir(home)
+        result = load_dir(home, now=now)
         if wanted is not None:
             result = _only(result, wanted)
         report.files.extend(result.files)
@@ -97,20 +101,25 @@ def validate(paths: Sequence[Path], *, jobs_dir: Path, now: datetime | None = No
 
 
 def _only(result: LoadResult, wanted: set[Path]) -> LoadResult:
-    """What concerns `wanted` (and kron.toml, which concerns every file) in a whole folder's
-    result."""
+    """What concerns `wanted` (files, and folders with the files below them) in a whole
+    directory's result; kron.toml concerns every file."""
     missing = [p for p in wanted if not p.exists() and not p.is_symlink()]
-    names = {os.path.normpath(p) for p in wanted}
-    keep_settings = result.settings.path is not None
+    names = {os.path.normpath(os.path.abspath(p)) for p in wanted}
+    folders = tuple(os.path.normpath(os.path.abspath(p)) + os.sep for p in wanted if p.is_dir())
+
+    def concerned(path: str | Path) -> bool:
+        name = os.path.normpath(os.path.abspath(path))
+        return name in names or name.startswith(folders)
+
+    settings = result.settings.path
     result.problems = [
         p
         for p in result.problems
-        if os.path.normpath(p.path) in names
-        or (keep_settings and p.path == str(result.settings.path))
+        if concerned(p.path) or (settings is not None and p.path == str(settings))
     ]
     result.problems.extend(Problem(path=str(p), message="no such file") for p in missing)
-    result.jobs = {k: j for k, j in result.jobs.items() if os.path.normpath(j.path) in names}
-    result.files = [f for f in result.files if os.path.normpath(f) in names]
+    result.jobs = {k: j for k, j in result.jobs.items() if concerned(j.path)}
+    result.files = [f for f in result.files if concerned(f)]
     return result
 
 

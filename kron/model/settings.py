@@ -33,4 +33,7 @@ class Settings:
     max_runs_per_day: int | None = None
     max_tokens_per_day: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Where each [defaults] field is written (`kron.toml:7`), for messages about a job that
+    # takes it: the job file does not show the value.
+    defaults_origin: Mapping[str, str] = field(default_factory=dict)
     policy: Policy = _NO_POLICY

@@ -70,7 +70,7 @@ class Daemon:
         self._records_dir = records_dir
         self.clock = clock or RealClock()
         self.boot_id = boot_id or current_boot_id()
-        self.catalog = Catalog(jobs_dir)
+        self.catalog = Catalog(jobs_dir, now=self.clock.now)
         self.stats = Stats(jobs_dir=jobs_dir, records_root=records_dir or jobs_dir)
         self.control = control
         self.notifier = notifier or Notifier.from_environment()
