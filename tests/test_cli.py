@@ -19,7 +19,7 @@ def test_validate_lists_each_job_with_its_zone_and_next_fire(jobs_dir: Path, wri
     result = run_cli("validate", "--jobs-dir", jobs_dir)
     assert result.code == 0
     assert result.lines[0].startswith("ok a: '0 3 * * *' in Europe/Berlin, next ")
-    assert result.lines[-1] == "1 files: 1 valid, 0 with errors, 0 warnings"
+    assert result.lines[-1] == "1 file: 1 valid, 0 with errors, 0 warnings"
 
 
 def test_validate_exit_codes_follow_the_spec(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def test_validate_a_single_file_checks_it_in_its_jobs_directory(jobs_dir: Path, 
     write("broken.toml", "x = [")
     result = run_cli("validate", jobs_dir / "a.toml", "--jobs-dir", jobs_dir)
     assert result.code == 0, result.out
-    assert result.lines[-1] == "1 files: 1 valid, 0 with errors, 0 warnings"
+    assert result.lines[-1] == "1 file: 1 valid, 0 with errors, 0 warnings"
 
 
 def test_next_prints_upcoming_times_across_a_dst_change() -> None:
@@ -272,7 +272,7 @@ def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
         "write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
         "first.toml: triggers.1: unknown job 'nobody'",
         "first.toml: triggers: trigger cycle: first -> second -> first",
-        "20 files: 15 valid, 6 with errors, 1 warnings",
+        "20 files: 15 valid, 6 with errors, 1 warning",
     ]
     valid = [line.split(":")[0] for line in lines if line.startswith("ok ")]
     assert valid == ["ok first", "ok no-zone", "ok second"] + [
@@ -283,19 +283,19 @@ def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
 def test_validate_twice_in_one_process_sees_every_change_in_between(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
     write("a.toml", GOOD)
     assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
-        "1 files: 1 valid, 0 with errors, 0 warnings"
+        "1 file: 1 valid, 0 with errors, 0 warnings"
     ]
     path = write("a.toml", GOOD.replace("0 3 * * *", "0 0 31 2 *"))
     assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
         f"{path}:1:1: schedule: never fires: no date matches '0 0 31 2 *'",
-        "1 files: 0 valid, 1 with errors, 0 warnings",
+        "1 file: 0 valid, 1 with errors, 0 warnings",
     ]
     write("a.toml", GOOD)
     jobs_dir.chmod(0o775)
     assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).lines == [
         f"{path}: refused: folder {jobs_dir} is writable by group (mode 0775); "
         f"run chmod g-w {jobs_dir}",
-        "1 files: 0 valid, 1 with errors, 0 warnings",
+        "1 file: 0 valid, 1 with errors, 0 warnings",
     ]
 
 
@@ -312,7 +312,7 @@ def test_validate_of_toml_files_imports_neither_yaml_nor_what_other_commands_nee
         "print(*[name for name in heavy if name in sys.modules])\n"
     )
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert ran.stdout.splitlines() == ["1 files: 1 valid, 0 with errors, 0 warnings", ""]
+    assert ran.stdout.splitlines() == ["1 file: 1 valid, 0 with errors, 0 warnings", ""]
     write("b.yaml", "schedule: '@yearly'\ntimezone: UTC\ncommand: ['true']\n")
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert ran.stdout.splitlines() == ["2 files: 2 valid, 0 with errors, 0 warnings", "yaml"]

@@ -15,6 +15,7 @@ from kron.cli.common import (
 )
 from kron.cli.output import dump, local_time, print_record, print_table
 from kron.model.errors import DaemonUnreachable, KronError, UsageError
+from kron.model.units import plural
 
 __all__ = ["cancel", "daemon", "jobs", "pause_resume", "run", "status"]
 
@@ -155,7 +156,7 @@ def pause_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.tag:
         body = _answer(*client.post(f"/v1/{args.command}", **_tag_params(args.tag)))
         done = body.get("paused" if args.command == "pause" else "resumed", [])
-        message = f"{args.command}d {len(done)} jobs: {', '.join(done) or '-'}"
+        message = f"{args.command}d {plural(len(done), 'job')}: {', '.join(done) or '-'}"
     else:
         job_id = job_id_of(args.job, args.jobs_dir)
         body = _answer(*client.post(f"/v1/jobs/{job_id}/{args.command}"))
@@ -174,7 +175,7 @@ def cancel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.tag:
         body = _answer(*client.post("/v1/cancel", **_tag_params(args.tag)))
         runs = body.get("cancelled", [])
-        message = f"cancelling {len(runs)} runs: {', '.join(runs) or '-'}"
+        message = f"cancelling {plural(len(runs), 'run')}: {', '.join(runs) or '-'}"
     else:
         body = _answer(*client.post(f"/v1/runs/{args.run_id}/cancel"))
         message = f"cancelling run {args.run_id} of {body.get('job')}: stopping its process tree"

@@ -15,6 +15,7 @@ from kron.config.catalog import LoadResult, load_dir
 from kron.model.errors import Findings, Problem
 from kron.model.job import Job
 from kron.model.schedule import Schedule
+from kron.model.units import plural
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -134,8 +135,8 @@ def print_text(report: Report, out: TextIO, *, verbose: bool, now: datetime) -> 
             print(f"ok {job.id}: {job.schedule!r} in {zone}, next {when}", file=out)
     invalid = len({p.path for p in report.errors})
     print(
-        f"{len(report.files)} files: {len(report.jobs)} valid, {invalid} with errors, "
-        f"{len(report.warnings)} warnings",
+        f"{plural(len(report.files), 'file')}: {len(report.jobs)} valid, {invalid} with errors, "
+        f"{plural(len(report.warnings), 'warning')}",
         file=out,
     )
 
@@ -195,7 +196,8 @@ def print_github(report: Report, out: TextIO) -> None:
         message = f"{p.field}: {p.message}" if p.field else p.message
         print(f"::{level} {','.join(props)}::{_escape_github(message, prop=False)}", file=out)
     print(
-        f"{len(report.files)} files, {len(report.errors)} errors, {len(report.warnings)} warnings",
+        f"{plural(len(report.files), 'file')}, {plural(len(report.errors), 'error')}, "
+        f"{plural(len(report.warnings), 'warning')}",
         file=out,
     )
 

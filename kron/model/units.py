@@ -68,3 +68,8 @@ def format_duration(delta: timedelta) -> str:
     if ms:
         parts.append(f"{ms}ms")
     return "".join(parts)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 file`, `2 files`: a count with its noun (nouns that take an s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
