@@ -163,7 +163,7 @@ class Daemon:
     _notify_socket: socket.socket | None = None
 
     def start(self) -> Daemon:
-        # A runtime folder of its own: kron's control socket defaults to $XDG_RUNTIME_DIR/kron.sock,
+        # A runtime folder of its own: kron's control socket defaults to one in $XDG_RUNTIME_DIR,
         # so daemons side by side (or one already running on this machine) would collide.
         runtime = self.log_path.with_name(self.log_path.stem + ".run")
         runtime.mkdir(mode=0o700, exist_ok=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from kron.service.control import default_socket_path
+
 from .conftest import CliResult, run_cli
 from .harness import DEADLINE_S, read_records, write_job
 
@@ -34,7 +36,7 @@ class Daemon:
     def __init__(self, jobs_dir: Path, runtime: Path) -> None:
         self.jobs_dir = jobs_dir
         self.runtime = runtime
-        self.socket = runtime / "kron.sock"
+        self.socket = runtime / default_socket_path(jobs_dir, jobs_dir).name
         self.log = jobs_dir.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -202,7 +204,8 @@ def test_commands_that_need_the_daemon_exit_3_when_none_runs(jobs_dir: Path, run
     for argv in (["status"], ["list"], ["pause", "quick"], ["resume", "quick"], ["cancel", "x"]):
         result = run_cli(*argv, "--jobs-dir", str(jobs_dir))
         assert result.code == 3, argv
-        assert result.err.startswith(f"kron: no kron daemon answers on {runtime / 'kron.sock'}")
+        socket_path = runtime / default_socket_path(jobs_dir, jobs_dir).name
+        assert result.err.startswith(f"kron: no kron daemon answers on {socket_path}")
         assert "Traceback" not in result.err
 
 
@@ -219,9 +222,31 @@ def test_a_daemon_for_another_directory_is_not_used(
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
+    # Pointed at the first daemon's socket on purpose: by default each directory has its own.
+    write_job(other, "kron.toml", f'control_socket = "{daemon.socket}"\n')
     result = run_cli("status", "--jobs-dir", str(other))
     assert result.code == 3
     assert f"serves {daemon.jobs_dir.resolve()}, not {other.resolve()}" in result.err
+
+
+def test_two_daemons_on_two_directories_run_side_by_side(
+    daemon: Daemon, runtime: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other" / "jobs.d"
+    other.mkdir(parents=True)
+    write_job(other, "solo.toml", 'schedule = "@manual"\nshell = "echo solo"\n')
+    second = Daemon(other, runtime)
+    second.start()
+    try:
+        assert second.socket != daemon.socket
+        mine = json.loads(daemon.cli("list", "--json").out)
+        theirs = json.loads(second.cli("list", "--json").out)
+        assert ([j["id"] for j in mine], [j["id"] for j in theirs]) == (
+            ["hourly", "quick", "web"],
+            ["solo"],
+        )
+    finally:
+        assert second.stop() == 0
 
 
 def test_a_stale_socket_from_a_crash_is_replaced(daemon: Daemon) -> None:

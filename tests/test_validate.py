@@ -33,7 +33,9 @@ def test_a_misspelt_field_does_not_hide_a_bad_schedule_below_it(jobs_dir: Path, 
     )
 
 
-def test_a_bad_timeout_does_not_hide_a_bad_interval_a_zone_or_an_enum(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_timeout_does_not_hide_a_bad_interval_a_zone_or_an_enum(
+    jobs_dir: Path, write
+) -> None:  # type: ignore[no-untyped-def]
     write(
         "b.toml",
         'schedule = "@every 90x"\ntimezone = "Europe/Berln"\ntimeout = "fast"\n'
@@ -77,7 +79,9 @@ def test_a_duplicate_id_across_a_sub_folder_is_reported_when_validating_the_sub_
     ]
 
 
-def test_a_warning_about_a_defaulted_value_names_its_line_in_kron_toml(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+def test_a_warning_about_a_defaulted_value_names_its_line_in_kron_toml(
+    jobs_dir: Path, write
+) -> None:  # type: ignore[no-untyped-def]
     write("kron.toml", '# settings\ntimezone = "UTC"\n\n[defaults]\ntimeout = "1h"\n')
     write("probe.toml", 'schedule = "*/30 * * * * *"\ncommand = ["true"]\n')
     result = run_cli("validate", "-q", "--strict", "--jobs-dir", jobs_dir)
@@ -93,7 +97,10 @@ def test_a_warning_about_a_defaulted_value_names_its_line_in_kron_toml(jobs_dir:
 
 def test_a_key_written_after_a_free_form_table_is_warned_about(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
     write("kron.toml", '[defaults.tags]\nteam = "ops"\nmetrics = "127.0.0.1:9188"\n')
-    write("j.toml", 'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\n[env]\ntimeout = "5m"\n')
+    write(
+        "j.toml",
+        'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\n[env]\ntimeout = "5m"\n',
+    )
     result = run_cli("validate", "-q", "--jobs-dir", jobs_dir)
     table_rule = "a TOML key belongs to the last [table] header above it"
     assert (result.code, shown(result.lines, jobs_dir)) == (

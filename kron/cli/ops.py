@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    body = client_for(args.jobs_dir).get("/v1/status")
+    client = client_for(args.jobs_dir)
+    body = client.get("/v1/status")
     if args.json:
         dump(body, out)
         return EXIT_OK
@@ -92,6 +93,7 @@ def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"kron {body['version']} (pid {body['pid']}), up since {since}", file=out)
     print(f"jobs:    {body['jobs_loaded']} loaded from {body['jobs_dir']}", file=out)
     print(f"records: {body['records_dir']}", file=out)
+    print(f"socket:  {client.socket_path}", file=out)
     if body["paused"]:
         print(f"paused:  {', '.join(body['paused'])}", file=out)
     invalid = body["invalid_files"]

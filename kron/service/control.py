@@ -14,7 +14,9 @@ Endpoints (all under /v1; job ids keep their slashes):
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,15 +28,22 @@ from kron.service.httpd import Request, Response
 from kron.service.view import DaemonView, Operations, RunView
 
 
-def default_socket_path(records_root: Path) -> Path:
-    """`$XDG_RUNTIME_DIR/kron.sock`; else, for root, `/run/kron/kron.sock` (the unit's
-    RuntimeDirectory); else `<records location>/.kron/kron.sock`, where kron can always write."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "kron.sock"
-    if os.geteuid() == 0:
-        return Path("/run/kron/kron.sock")
-    return records_root / ".kron" / "kron.sock"
+def default_socket_path(jobs_dir: Path, records_root: Path) -> Path:
+    """The control socket of the daemon serving `jobs_dir`, one per jobs directory.
+
+    `$XDG_RUNTIME_DIR/kron-<folder>-<hash>.sock`; else, for root, the same name in `/run/kron`
+    (the unit's RuntimeDirectory); else `<records location>/.kron/kron.sock`, where kron can
+    always write. The name comes from the jobs directory's real path, so two daemons on two
+    directories never meet, and the CLI finds the one serving the directory it is given.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or ("/run/kron" if os.geteuid() == 0 else None)
+    if runtime is None:
+        return records_root / ".kron" / "kron.sock"
+    real = os.path.realpath(jobs_dir)
+    tag = hashlib.sha256(real.encode()).hexdigest()[:8]
+    # A unix socket's path must fit in 108 bytes: the folder's name is cut short.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(real))[:24] or "root"
+    return Path(runtime) / f"kron-{name}-{tag}.sock"
 
 
 def parse_tags(values: Iterable[str]) -> dict[str, str]:
@@ -179,7 +188,7 @@ def _raise_for(status: int, body: Any) -> None:
 def reach(jobs_dir: Path, settings: Settings) -> ControlClient:
     """A client for the daemon serving jobs_dir; DaemonUnreachable if none does."""
     records_root = settings.records_dir or jobs_dir
-    client = ControlClient(settings.control_socket or default_socket_path(records_root))
+    client = ControlClient(settings.control_socket or default_socket_path(jobs_dir, records_root))
     status = client.get("/v1/status")
     if jobs_dir.is_dir() and Path(status["jobs_dir"]) != jobs_dir.resolve():
         serves, wanted = status["jobs_dir"], jobs_dir.resolve()

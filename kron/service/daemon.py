@@ -177,17 +177,17 @@ class Daemon:
 
     @property
     def control_socket(self) -> Path:
-        return self.settings.control_socket or default_socket_path(self.stats.records_root)
+        return self.settings.control_socket or default_socket_path(
+            self.jobs_dir, self.stats.records_root
+        )
 
     async def _start_control(self, view: DaemonView) -> None:
         path = self.control_socket
         try:
             self._servers.append(await serve_unix(path, ControlAPI(view, self.runtime)))
         except OSError as exc:
-            raise KronError(
-                f"cannot listen on the control socket {path}: {exc}; "
-                "set control_socket in kron.toml (or XDG_RUNTIME_DIR)"
-            ) from None
+            said = str(exc) if str(path) in str(exc) else f"cannot listen on {path}: {exc}"
+            raise KronError(f"{said}; set control_socket in kron.toml") from None
         self._control_socket = path
         log.info("control socket: %s", path)
 

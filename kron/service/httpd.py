@@ -129,7 +129,7 @@ async def serve_unix(path: Path, handler: Handler, *, mode: int = 0o600) -> asyn
     os.makedirs(path.parent, exist_ok=True)
     if os.path.exists(path):  # noqa: ASYNC240 - one stat at start-up, before serving
         if await _answers(path):
-            raise OSError(f"control socket {path} is in use by another kron daemon")
+            raise OSError(f"the control socket {path} is in use by another kron daemon")
         os.unlink(path)
     old_umask = os.umask(0o177)  # never a moment with a wider mode
     try:

@@ -219,7 +219,7 @@ class DaemonView:
             "pid": os.getpid(),
             "started_at": _time(stats.started_at),
             "jobs_dir": str(stats.jobs_dir.resolve()),
-            "records_dir": str(stats.records_root),
+            "records_dir": str(stats.records_root.resolve()),
             "jobs_loaded": len(self._scheduler.jobs),
             "paused": sorted(j for j, js in self._scheduler.jobs.items() if js.paused),
             "invalid_files": invalid,
