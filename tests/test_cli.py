@@ -316,3 +316,43 @@ def test_validate_of_toml_files_imports_neither_yaml_nor_what_other_commands_nee
     write("b.yaml", "schedule: '@yearly'\ntimezone: UTC\ncommand: ['true']\n")
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert ran.stdout.splitlines() == ["2 files: 2 valid, 0 with errors, 0 warnings", "yaml"]
+
+
+def test_usage_errors_exit_2_with_the_command_and_a_near_job_id(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    write("backups/nightly.toml", GOOD)
+    cases = {
+        ("next", "nightly"): "kron next: no job 'nightly' in {d}; did you mean 'backups/nightly'?",
+        ("tree", "nightli"): "kron tree: no job 'nightli' in {d} (give a job id or a file)",
+        ("history", "backups/nightli"): (
+            "kron history: no job 'backups/nightli' in {d}; did you mean 'backups/nightly'?"
+        ),
+        ("history", "--outcome", "falure"): (
+            "kron history: --outcome: no outcome 'falure'; did you mean 'failed'?"
+        ),
+        ("list", "--tag", "kindprobe"): "kron list: --tag wants KEY=VALUE, got 'kindprobe'",
+        ("pause", "--tag", "team"): "kron pause: --tag wants KEY=VALUE, got 'team'",
+    }
+    for argv, message in cases.items():
+        result = run_cli(*argv, "--jobs-dir", jobs_dir)
+        assert (result.code, result.out, result.err) == (2, "", message.format(d=jobs_dir) + "\n")
+
+
+def test_history_of_a_removed_job_still_reads_its_records(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    from kron.engine import records
+
+    records.append(
+        jobs_dir / "gone.runs.jsonl",
+        {
+            "v": 1,
+            "run_id": "r1",
+            "job": "gone",
+            "slot": "2026-01-01T00:00:00Z",
+            "trigger": "schedule",
+            "attempt": 1,
+            "outcome": "succeeded",
+            "started_at": "2026-01-01T00:00:00Z",
+            "ended_at": "2026-01-01T00:00:01Z",
+        },
+    )
+    found = json.loads(run_cli("history", "gone", "--jobs-dir", jobs_dir, "--json").out)
+    assert [r["run_id"] for r in found] == ["r1"]

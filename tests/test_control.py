@@ -141,8 +141,8 @@ def test_run_fires_through_the_daemon_and_prints_the_record(daemon: Daemon) -> N
 
 def test_run_of_an_unknown_job_names_a_close_one(daemon: Daemon) -> None:
     result = daemon.cli("run", "quik", "--wait")
-    assert result.code == 1
-    assert result.err == "kron: no job 'quik'; did you mean 'quick'?\n"
+    assert result.code == 2  # an unknown job id is a usage error, as for every command
+    assert result.err == "kron run: no job 'quik'; did you mean 'quick'?\n"
 
 
 def test_pause_survives_a_restart_and_resume_undoes_it(daemon: Daemon) -> None:

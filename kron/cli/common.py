@@ -24,8 +24,10 @@ __all__ = [
     "find_job_file",
     "is_within",
     "job_id_of",
+    "job_ids",
     "records_root",
     "store_for",
+    "unknown_job",
 ]
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -49,7 +51,23 @@ def find_job_file(job: str, jobs_dir: Path) -> Path:
         candidate = jobs_dir / f"{job}{suffix}"
         if candidate.is_file():
             return candidate
-    raise UsageError(f"no job {job!r} in {jobs_dir} (give a job id or a file)")
+    raise UsageError(unknown_job(job, jobs_dir))
+
+
+def job_ids(jobs_dir: Path) -> list[str]:
+    """The ids of the job files below `jobs_dir` (read from their names, not loaded)."""
+    from kron.config.discovery import discover, job_id_for
+
+    files, _ = discover(jobs_dir) if jobs_dir.is_dir() else ([], [])
+    return sorted(job_id_for(path, jobs_dir) for path in files)
+
+
+def unknown_job(job: str, jobs_dir: Path, known: list[str] | None = None) -> str:
+    """`no job 'nightly' in jobs.d; did you mean 'backups/nightly'?`"""
+    from kron.model.errors import did_you_mean
+
+    hint = did_you_mean(job, known if known is not None else job_ids(jobs_dir))
+    return f"no job {job!r} in {jobs_dir}" + (hint or " (give a job id or a file)")
 
 
 def records_root(jobs_dir: Path, override: Path | None = None) -> Path:

@@ -12,8 +12,15 @@ from datetime import UTC, datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from kron.cli.common import EXIT_BAD, EXIT_OK, find_job_file, is_within, records_root
-from kron.model.errors import KronError, UsageError, ValueProblem
+from kron.cli.common import (
+    EXIT_BAD,
+    EXIT_OK,
+    find_job_file,
+    is_within,
+    records_root,
+    unknown_job,
+)
+from kron.model.errors import UsageError, ValueProblem
 
 __all__ = ["convert", "fmt", "next_fires", "schema", "tree", "validate"]
 
@@ -132,6 +139,6 @@ def tree(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         text = render_tree(jobs, last_outcomes(records_root(args.jobs_dir), jobs), root=args.job)
     except KeyError:
-        raise KronError(f"no job {args.job!r} in {args.jobs_dir}") from None
+        raise UsageError(unknown_job(args.job, args.jobs_dir, sorted(jobs))) from None
     out.write(text or "no job triggers another\n")
     return EXIT_OK

@@ -165,7 +165,12 @@ def main(
             return EXIT_USAGE
         return _COMMANDS[args.command](args, out, err)
     except UsageError as exc:
-        print(exc, file=err)
+        # One form for every usage error: `kron COMMAND: what is wrong`.
+        said = str(exc)
+        if not said.startswith("kron"):
+            command = getattr(locals().get("args"), "command", None)
+            said = f"kron {command}: {said}" if command else f"kron: {said}"
+        print(said, file=err)
         return EXIT_USAGE
     except DaemonUnreachable as exc:
         print(f"kron: {exc}", file=err)

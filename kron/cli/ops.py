@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"/v1/jobs/{job_id}/run", timeout=None if args.wait else 10.0, **params
         )
         if status == 404:
-            raise KronError(body.get("error", f"no job {job_id!r}"))
+            raise UsageError(body.get("error", f"no job {job_id!r}"))
         if status == 409:
             why = body.get("error") or "a run is still alive"
             print(f"kron run: {job_id}: skipped: {why}", file=err)
@@ -127,7 +127,8 @@ def _tag_params(tags: list[str]) -> dict[str, Any]:
 
 
 def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    jobs = client_for(args.jobs_dir).get("/v1/jobs", **_tag_params(args.tag))
+    params = _tag_params(args.tag)  # a usage error is said before the daemon is asked
+    jobs = client_for(args.jobs_dir).get("/v1/jobs", **params)
     if args.json:
         dump(jobs, out)
         return EXIT_OK
@@ -145,23 +146,26 @@ def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _answer(status: int, body: Any) -> Any:
+def _answer(status: int, body: Any, *, unknown_is_usage: bool = False) -> Any:
+    """The daemon's answer; an error as an exception (a 404 for a job id is a usage error)."""
     if status >= 400:
-        raise KronError(body.get("error", f"the daemon answered {status}"))
+        message = body.get("error", f"the daemon answered {status}")
+        raise (UsageError if unknown_is_usage and status in (400, 404) else KronError)(message)
     return body
 
 
 def pause_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.job) == bool(args.tag):
         raise UsageError(f"kron {args.command}: give a job id or --tag KEY=VALUE (not both)")
+    params = _tag_params(args.tag)
     client = client_for(args.jobs_dir)
     if args.tag:
-        body = _answer(*client.post(f"/v1/{args.command}", **_tag_params(args.tag)))
+        body = _answer(*client.post(f"/v1/{args.command}", **params), unknown_is_usage=True)
         done = body.get("paused" if args.command == "pause" else "resumed", [])
         message = f"{args.command}d {plural(len(done), 'job')}: {', '.join(done) or '-'}"
     else:
         job_id = job_id_of(args.job, args.jobs_dir)
-        body = _answer(*client.post(f"/v1/jobs/{job_id}/{args.command}"))
+        body = _answer(*client.post(f"/v1/jobs/{job_id}/{args.command}"), unknown_is_usage=True)
         message = f"{job_id}: {args.command}d"
     if args.json:
         dump(body, out)
@@ -173,9 +177,10 @@ def pause_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cancel(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if bool(args.run_id) == bool(args.tag):
         raise UsageError("kron cancel: give a run id or --tag KEY=VALUE (not both)")
+    params = _tag_params(args.tag)
     client = client_for(args.jobs_dir)
     if args.tag:
-        body = _answer(*client.post("/v1/cancel", **_tag_params(args.tag)))
+        body = _answer(*client.post("/v1/cancel", **params))
         runs = body.get("cancelled", [])
         message = f"cancelling {plural(len(runs), 'run')}: {', '.join(runs) or '-'}"
     else:

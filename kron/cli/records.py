@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
-from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_USAGE, store_for
+from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_USAGE, job_ids, store_for, unknown_job
 from kron.cli.output import print_record, print_table
 from kron.model.errors import UsageError, ValueProblem
 
@@ -31,22 +31,29 @@ def _parse_since(text: str) -> datetime:
 
 
 def history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.model.errors import did_you_mean
     from kron.model.run import Outcome, RunStarted
 
     since = _parse_since(args.since) if args.since else None
     try:
         outcome = Outcome(args.outcome) if args.outcome else None
     except ValueError:
-        found = []  # no record has an outcome that does not exist
-    else:
-        store = store_for(args.jobs_dir, args.records_dir)
-        runs = store.runs(job=args.job, outcome=outcome, since=since)[: args.n]
-        found = [
-            r.to_json() | {"outcome": "running"}
-            if isinstance(r, RunStarted) and outcome is None
-            else r.to_json()
-            for r in runs
-        ]
+        names = [o.value for o in Outcome]
+        hint = did_you_mean(args.outcome, names) or f"; outcomes: {', '.join(names)}"
+        raise UsageError(f"--outcome: no outcome {args.outcome!r}{hint}") from None
+    store = store_for(args.jobs_dir, args.records_dir)
+    if args.job is not None and not store.path(args.job).exists():
+        # Records outlive their job file, so a job is known by either.
+        known = sorted({*job_ids(args.jobs_dir), *store.job_ids()})
+        if args.job not in known:
+            raise UsageError(unknown_job(args.job, args.jobs_dir, known))
+    runs = store.runs(job=args.job, outcome=outcome, since=since)[: args.n]
+    found = [
+        r.to_json() | {"outcome": "running"}
+        if isinstance(r, RunStarted) and outcome is None
+        else r.to_json()
+        for r in runs
+    ]
     if args.json:
         json.dump(found, out, indent=2, ensure_ascii=False)
         out.write("\n")

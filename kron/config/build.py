@@ -7,7 +7,6 @@ policy) and the defaults merged from kron.toml.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import zoneinfo
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kron.config.documents import Document
-from kron.model.errors import Problem, Severity, ValueProblem
+from kron.model.errors import Problem, Severity, ValueProblem, did_you_mean
 from kron.model.job import (
     ACTION_KEYS,
     Action,
@@ -67,9 +66,9 @@ def zone_named(key: str) -> ZoneInfo:
     try:
         return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError):
-        hint = difflib.get_close_matches(key, _zone_names(), n=1, cutoff=0.7)
-        advice = f"did you mean {hint[0]!r}?" if hint else "use an IANA name like 'Europe/Berlin'"
-        raise ValueProblem(f"unknown time zone {key!r}; {advice}") from None
+        advice = did_you_mean(key, _zone_names(), cutoff=0.7)
+        advice = advice or "; use an IANA name like 'Europe/Berlin'"
+        raise ValueProblem(f"unknown time zone {key!r}{advice}") from None
 
 
 @functools.cache

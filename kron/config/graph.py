@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from kron.model.errors import Problem
+from kron.model.errors import Problem, did_you_mean
 from kron.model.job import Job
 
 __all__ = ["check_graph", "render_tree", "roots"]
@@ -91,8 +90,7 @@ def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path])
         for index, target in enumerate(job.triggers):
             triggered.add(target)
             if target not in files_by_id:
-                hint = difflib.get_close_matches(target, list(files_by_id), n=1)
-                extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                extra = did_you_mean(target, files_by_id)
                 problems.append(
                     Problem(
                         path=str(job.path),

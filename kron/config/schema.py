@@ -7,7 +7,6 @@ did you mean 'timeout'?`).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kron.config.documents import Document
-from kron.model.errors import Problem, ValueProblem
+from kron.model.errors import Problem, ValueProblem, did_you_mean
 from kron.model.job import DeliveryKind
 from kron.model.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
@@ -104,11 +103,8 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
         for key in sorted(set(value) - set(allowed)):
             if any(re.match(p, key) for p in error.schema.get("patternProperties", {})):
                 continue
-            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             msg = f"unknown field {key!r}"
-            msg += (
-                f"; did you mean {hint[0]!r}?" if hint else f"; known fields: {', '.join(allowed)}"
-            )
+            msg += did_you_mean(key, allowed) or f"; known fields: {', '.join(allowed)}"
             out.append(([*pointer, key], msg))
         return out
     if kind == "type":
@@ -133,7 +129,7 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
     if kind == "enum":
         choices = error.validator_value
         listed = ", ".join(json.dumps(v) for v in choices)
-        near = _did_you_mean(value, choices)
+        near = did_you_mean(value, [c for c in choices if isinstance(c, str)])
         return [(pointer, f"{_short(value)} is not one of {listed}{near}")]
     if kind == "required":
         return [(pointer, error.message.replace("is a required property", "is required"))]
@@ -161,12 +157,3 @@ def problems_from_schema(
 ) -> list[Problem]:
     """Every error the schema `name` finds in `data`, the part of `doc` found at `at`."""
     return [doc.problem([*at, *pointer], message) for pointer, message in schema_errors(name, data)]
-
-
-def _did_you_mean(value: Any, options: list[Any]) -> str:
-    """`; did you mean 'forbid'?` for a near miss among string options, else ""."""
-    words = [option for option in options if isinstance(option, str)]
-    if not isinstance(value, str) or not words:
-        return ""
-    hint = difflib.get_close_matches(value, words, n=1, cutoff=0.6)
-    return f"; did you mean {hint[0]!r}?" if hint else ""

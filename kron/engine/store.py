@@ -158,6 +158,14 @@ class FileRecordStore:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def job_ids(self) -> list[str]:
+        """The jobs that have records here (a removed job's records stay)."""
+        root = str(self.root).rstrip("/") + "/"
+        return sorted(
+            str(path)[len(root) : -len(records.RECORD_SUFFIX)]
+            for path in records.record_files(self.root)
+        )
+
     def records(self, job_id: str) -> Iterator[Line]:
         return _typed(records.read(self.path(job_id)))
 

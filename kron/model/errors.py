@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+def did_you_mean(word: object, options: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """`; did you mean 'forbid'?` for a near miss among `options`, else ""."""
+    if not isinstance(word, str):
+        return ""
+    hint = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
 class KronError(Exception):

@@ -13,7 +13,6 @@ Endpoints (all under /v1; job ids keep their slashes):
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -22,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kron.model.errors import DaemonUnreachable, KronError
+from kron.model.errors import DaemonUnreachable, KronError, UsageError, did_you_mean
 from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
 from kron.service.view import DaemonView, Operations, RunView
@@ -47,12 +46,12 @@ def default_socket_path(jobs_dir: Path, records_root: Path) -> Path:
 
 
 def parse_tags(values: Iterable[str]) -> dict[str, str]:
-    """`["team=ops", "tier=1"]` -> {"team": "ops", "tier": "1"}; raises KronError on `team`."""
+    """`["team=ops", "tier=1"]` -> {"team": "ops", "tier": "1"}; raises UsageError on `team`."""
     tags = {}
     for value in values:
         key, sep, wanted = value.partition("=")
         if not sep or not key:
-            raise KronError(f"--tag wants KEY=VALUE, got {value!r}")
+            raise UsageError(f"--tag wants KEY=VALUE, got {value!r}")
         tags[key] = wanted
     return tags
 
@@ -65,6 +64,12 @@ class ControlAPI:
         self.ops = ops
 
     async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except UsageError as exc:
+            return Response.error(400, str(exc))
+
+    async def _route(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if parts[:1] != ["v1"]:
             return Response.error(404, f"no such endpoint: {request.path}")
@@ -103,8 +108,7 @@ class ControlAPI:
         return Response.error(404, f"no such endpoint: {request.method} {request.path}")
 
     def _unknown(self, job_id: str) -> str:
-        hint = difflib.get_close_matches(job_id, self.view.job_ids(), n=1)
-        return f"no job {job_id!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        return f"no job {job_id!r}{did_you_mean(job_id, self.view.job_ids())}"
 
     async def run(self, job_id: str, *, wait: bool) -> Response:
         run = self.ops.run_now(job_id)
