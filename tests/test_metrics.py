@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kron import __version__
+from kron.engine import records
 from kron.model.errors import KronError
 from kron.service.daemon import Daemon
 from kron.service.metrics import DURATION_BUCKETS_S
@@ -321,3 +323,61 @@ def test_a_listen_address_without_a_valid_port_is_refused_naming_the_setting(tex
     with pytest.raises(KronError) as caught:
         listen_address(text)
     assert str(caught.value) == (f"metrics = {text!r}: want HOST:PORT with a port from 0 to 65535")
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+
+
+def test_missed_slots_at_start_up_count_and_the_last_success_survives_a_restart(
+    jobs_dir: Path,
+) -> None:
+    # docs/metrics.md says both; the daemon was down from 07:00:01 to 07:03:30.
+    write_job(jobs_dir, "m.toml", 'schedule = "* * * * *"\ntimezone = "UTC"\ncommand = ["true"]\n')
+    records.append(
+        jobs_dir / "m.runs.jsonl",
+        {
+            "v": 1,
+            "run_id": "r0",
+            "job": "m",
+            "slot": "2026-03-02T07:00:00Z",
+            "trigger": "schedule",
+            "attempt": 1,
+            "outcome": "succeeded",
+            "started_at": "2026-03-02T07:00:00Z",
+            "ended_at": "2026-03-02T07:00:01Z",
+        },
+    )
+
+    async def body(daemon: Daemon, events: Events, client: httpx.AsyncClient) -> None:
+        found = await scrape(client)
+        assert found["kron_runs"] == runs(m={"succeeded": 0.0, "failed": 0.0, "missed": 3.0})
+        assert found["kron_last_success_timestamp_seconds"] == per_job(
+            "kron_last_success_timestamp_seconds", m=ts(2026, 3, 2, 7, 0, 1)
+        )
+
+    with_listener(jobs_dir, FakeClock(datetime(2026, 3, 2, 7, 3, 30, tzinfo=UTC)), body)
+
+
+def test_the_metrics_docs_name_exactly_the_metrics_served_and_show_real_lines(
+    jobs_dir: Path,
+) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(kron_\w+)` \|", text, flags=re.MULTILINE))
+    alerted = set(re.findall(r"\b(kron_\w+)", text.split("### Alerts worth having")[1]))
+    example = re.search(r"\| grep '\^kron_runs_total'\n((?:kron_.*\n)+)```", text)
+    assert example is not None
+    write_job(jobs_dir, "backups/nightly.toml", 'schedule = "@manual"\ncommand = ["true"]\n')
+
+    async def body(daemon: Daemon, events: Events, client: httpx.AsyncClient) -> None:
+        daemon.runtime.run_now("backups/nightly")
+        await events.until(lambda e: len(e.ended("backups/nightly")) == 1)
+        served = (await client.get("/metrics")).text
+        families = set(re.findall(r"^# TYPE (kron_\w+) \w+$", served, flags=re.MULTILINE))
+        assert documented == families
+        assert alerted <= families
+        shape = re.compile(r'^kron_runs_total\{job="[^"]+",outcome="[a-z_]+"\} \d+\.0$')
+        served_lines = [line for line in served.splitlines() if line.startswith("kron_runs_total")]
+        assert served_lines
+        assert all(shape.match(line) for line in served_lines + example.group(1).splitlines())
+
+    with_listener(jobs_dir, clock=FakeClock(T0), body=body)

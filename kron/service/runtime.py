@@ -95,7 +95,8 @@ class Runtime:
             standing = where_it_stands(job, self.store, state, now)
             state.first_seen.setdefault(job.id, now)
             for started in standing.abandoned:
-                self.store.append(abandoned(job, started, now))
+                # Through the scheduler, as every record: the store writes it, metrics count it.
+                self.scheduler.emit(abandoned(job, started, now))
             self._add(job, cursor=standing.cursor, now=now, standing=standing)
         if state.boot_id != boot_id:
             state.boot_id = boot_id
