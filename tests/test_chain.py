@@ -400,9 +400,9 @@ def test_validate_reports_a_trigger_cycle_and_an_unknown_job(
     result = cli("validate", "--jobs-dir", jobs_dir, "-q")
     assert result.code == 1
     assert sorted(line for line in result.lines if line.startswith(str(jobs_dir))) == [
-        f"{jobs_dir}/a.toml: triggers: trigger cycle: a -> b -> a",
-        f"{jobs_dir}/c.toml: triggers.0: unknown job 'nope'",
-        f"{jobs_dir}/c.toml: triggers.1: unknown job 'deploy/bild'; did you mean 'deploy/build'?",
+        f"{jobs_dir}/a.toml:4:1: triggers: trigger cycle: a -> b -> a",
+        f"{jobs_dir}/c.toml:4:1: triggers.0: unknown job 'nope'",
+        f"{jobs_dir}/c.toml:4:1: triggers.1: unknown job 'deploy/bild'; did you mean 'deploy/build'?",
     ]
 
 

@@ -266,12 +266,12 @@ def test_validate_on_several_processes_reports_exactly_what_one_process_reports(
         "a/same.yaml: job id 'a/same' is also defined by a/same.toml",
         "bad.toml:1:1: schedule: minute field '61' is not valid; expected 0-59",
         "broken.toml:2:1: TOML: Unclosed array (at end of document)",
+        "first.toml:4:1: triggers.1: unknown job 'nobody'",
+        "first.toml:4:1: triggers: trigger cycle: first -> second -> first",
         "no-zone.toml:1:1: warning: schedule: no timezone; read in UTC "
         "(set `timezone` here or in kron.toml)",
         "secret.toml:4:1: timeout: '***' is not a duration; "
         "write e.g. '30s', '5m', '1h30m', '500ms', '7d'",
-        "first.toml: triggers.1: unknown job 'nobody'",
-        "first.toml: triggers: trigger cycle: first -> second -> first",
         "20 files: 15 valid, 6 with errors, 1 warning",
     ]
     valid = [line.split(":")[0] for line in lines if line.startswith("ok ")]

@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
+from kron.config.documents import read_document
 from kron.config.graph import check_graph
-from kron.config.loader import job_of, read_job_file
+from kron.config.loader import in_file_order, job_of, read_job_file
 from kron.config.parallel import in_parallel, worker_count
 from kron.config.schema import compile_job_schema
 from kron.config.settings import load_settings
@@ -234,18 +235,43 @@ class Catalog:
             elif old.config_sha != new.config_sha or old.path != new.path:
                 changes.updated.append(new)
         files_by_id = {e.job_id: e.path for e in self.entries.values()}
-        self.graph_problems = check_graph(self.active, files_by_id=files_by_id)
+        self.graph_problems = [
+            self._with_line(p) for p in check_graph(self.active, files_by_id=files_by_id)
+        ]
+
+    def _with_line(self, problem: Problem) -> Problem:
+        """The problem with its line in its file (the graph is checked after the files are
+        read; a file that cannot be read again keeps the problem as it is)."""
+        try:
+            doc = read_document(Path(problem.path), max_size=self.settings.max_file_size)
+        except SpecError:
+            return problem
+        parts = [part for part in problem.pointer.split("/") if part]
+        return doc.problem(parts, problem.message, problem.severity)
 
     # -- reporting --------------------------------------------------------------------------
 
     @property
     def problems(self) -> list[Problem]:
-        """Everything wrong right now, in file order."""
+        """Everything wrong right now, file by file, each file's in line order."""
         found = list(self.settings_problems) + list(self.folder_problems)
+        graph: dict[str, list[Problem]] = {}
+        for problem in self.graph_problems:
+            graph.setdefault(problem.path, []).append(problem)
         for path in sorted(self.entries):
-            found.extend(self.entries[path].problems)
-        found.extend(self.graph_problems)
+            found.extend(in_file_order(self.entries[path].problems + graph.pop(str(path), [])))
+        for rest in graph.values():
+            found.extend(rest)
         return found
+
+    def kept(self, path: str) -> bool:
+        """Whether the job of an invalid file still runs, in its last good version."""
+        entry = self.entries.get(Path(path))
+        return (
+            entry is not None
+            and entry.job is not None
+            and self._owner.get(entry.job_id) == entry.path
+        )
 
     @property
     def invalid_files(self) -> dict[str, list[Problem]]:
