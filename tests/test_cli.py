@@ -356,3 +356,14 @@ def test_history_of_a_removed_job_still_reads_its_records(jobs_dir: Path, write)
     )
     found = json.loads(run_cli("history", "gone", "--jobs-dir", jobs_dir, "--json").out)
     assert [r["run_id"] for r in found] == ["r1"]
+
+
+def test_next_lines_up_its_columns_across_a_dst_change() -> None:
+    # Europe/Berlin 2026-10-25 03:00 CEST -> 02:00 CET.
+    result = run_cli(
+        "next", "--expr", "0 3 * * SUN", "--tz", "Europe/Berlin", "--from", "2026-10-18", "-n", "2"
+    )
+    assert result.lines == [
+        "2026-10-18T03:00:00+02:00  CEST  (2026-10-18T01:00:00+00:00)",
+        "2026-10-25T03:00:00+01:00  CET   (2026-10-25T02:00:00+00:00)",
+    ]

@@ -279,3 +279,29 @@ def test_a_head_request_gets_headers_and_no_body(daemon: Daemon) -> None:
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert body == b""
     assert b"Traceback" not in daemon.log.read_bytes()
+
+
+def test_status_says_whether_an_invalid_file_still_runs_its_last_good_version(
+    daemon: Daemon,
+) -> None:
+    (daemon.jobs_dir / "web.toml").write_text('schedule = "nope"\ncommand = ["true"]\n')
+    (daemon.jobs_dir / "new.toml").write_text('schedule = "nope"\ncommand = ["true"]\n')
+    _wait_for(
+        lambda: len(json.loads(daemon.cli("status", "--json").out)["invalid_files"]) == 2,
+        "the reload",
+    )
+    body = json.loads(daemon.cli("status", "--json").out)
+    assert [(Path(f["path"]).name, f["kept"]) for f in body["invalid_files"]] == [
+        ("new.toml", False),
+        ("web.toml", True),
+    ]
+    text = daemon.cli("status").out
+    assert "    (never loaded)\n" in text
+    assert "    (its last good version still runs)\n" in text
+
+
+def test_list_says_a_manual_job_is_fired_by_hand_not_scheduled(daemon: Daemon) -> None:
+    jobs = {j["id"]: j for j in json.loads(daemon.cli("list", "--json").out)}
+    assert (jobs["quick"]["firing"], jobs["hourly"]["firing"]) == ("manual", "scheduled")
+    rows = {line.split()[0]: line.split()[-1] for line in daemon.cli("list").lines[1:]}
+    assert rows["quick"] == "manual"

@@ -412,6 +412,6 @@ def test_the_jobs_directory_is_checked_when_given_as_a_relative_path(
         1,
         [
             "x.toml: refused: folder . is writable by group (mode 0775); run chmod g-w .",
-            "1 files: 0 valid, 1 with errors, 0 warnings",
+            "1 file: 0 valid, 1 with errors, 0 warnings",
         ],
     )

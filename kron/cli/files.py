@@ -102,9 +102,11 @@ def next_fires(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not times:
         print(f"{label}: no upcoming fire time ({schedule.expr})", file=out)
         return EXIT_OK
-    for t in times:
-        local = t.astimezone(zone)
-        print(f"{local.isoformat()}  {local.tzname()}  ({t.astimezone(UTC).isoformat()})", file=out)
+    locals_ = [t.astimezone(zone) for t in times]
+    width = max(len(local.tzname() or "") for local in locals_)  # CET and CEST line up
+    for t, local in zip(times, locals_, strict=True):
+        name = (local.tzname() or "").ljust(width)
+        print(f"{local.isoformat()}  {name}  ({t.astimezone(UTC).isoformat()})", file=out)
     return EXIT_OK
 
 

@@ -101,6 +101,8 @@ def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for entry in invalid:
         for line in entry["errors"]:
             print(f"  {line}", file=out)
+        kept = "its last good version still runs" if entry.get("kept") else "never loaded"
+        print(f"    ({kept})", file=out)
     running = body["running"]
     print(f"running: {len(running)}", file=out)
     if running:
@@ -138,6 +140,8 @@ def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rows = [("JOB", "SCHEDULE", "ZONE", "NEXT", "LAST", "STATE")]
     for j in jobs:
         state = "paused" if j["paused"] else ("disabled" if not j["enabled"] else "")
+        if not state and j.get("firing") not in (None, "scheduled"):
+            state = j["firing"]  # manual, at boot, done
         if j["running"]:
             state = ("running " + state).strip()
         nxt = local_time(j["next_fire"], j["timezone"])

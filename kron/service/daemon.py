@@ -138,7 +138,7 @@ class Daemon:
             store=runtime.store,
             clock=self.clock,
             stats=self.stats,
-            invalid_files=lambda: self.catalog.invalid_files,
+            catalog=self.catalog,
         )
         metrics = None
         if settings.metrics:

@@ -240,7 +240,7 @@ def job_state(job: JobView) -> str:
         states.append('<span class="badge warn">paused</span>')
     if not job.enabled:
         states.append('<span class="badge warn">disabled</span>')
-    return " ".join(states) or '<span class="muted">scheduled</span>'
+    return " ".join(states) or f'<span class="muted">{esc(job.firing)}</span>'
 
 
 def value_cell(value: object) -> str:

@@ -5,7 +5,7 @@ control API acts through `Operations`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +13,14 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from kron import __version__
+from kron.config.catalog import Catalog
 from kron.engine.runs import JobState, Run
 from kron.engine.scheduler import Scheduler
 from kron.engine.store import RecordStore
 from kron.model.clock import Clock
 from kron.model.errors import Problem
 from kron.model.run import Outcome, RunEnded, RunState, Trigger
+from kron.model.schedule import ScheduleKind
 from kron.model.times import format_time
 
 __all__ = ["DaemonView", "JobView", "Operations", "RunView", "Stats"]
@@ -90,10 +92,20 @@ class JobView:
     running: int
     tags: Mapping[str, str]
     config_sha: str
+    firing: str  # scheduled, or why the schedule never fires it: manual, at boot, done
 
     @classmethod
     def of(cls, js: JobState) -> JobView:
         job = js.job
+        kind = job.schedule.kind
+        if kind is ScheduleKind.MANUAL:
+            firing = "manual"
+        elif kind is ScheduleKind.REBOOT:
+            firing = "at boot"
+        elif js.fire_at is None and job.enabled and not js.paused:
+            firing = "done"  # an @at that has fired
+        else:
+            firing = "scheduled"
         return cls(
             id=job.id,
             description=job.description,
@@ -109,6 +121,7 @@ class JobView:
             running=len(js.alive),
             tags=job.tags,
             config_sha=job.config_sha,
+            firing=firing,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +140,7 @@ class JobView:
             "running": self.running,
             "tags": dict(self.tags),
             "config_sha": self.config_sha,
+            "firing": self.firing,
         }
 
 
@@ -163,13 +177,13 @@ class DaemonView:
         store: RecordStore,
         clock: Clock,
         stats: Stats,
-        invalid_files: Callable[[], dict[str, list[Problem]]],
+        catalog: Catalog,
     ) -> None:
         self._scheduler = scheduler
         self.store = store
         self._clock = clock
         self.stats = stats
-        self._invalid_files = invalid_files
+        self._catalog = catalog
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -204,14 +218,18 @@ class DaemonView:
         return js.last if js is not None else None
 
     def invalid_files(self) -> dict[str, list[Problem]]:
-        """Files with errors now (their last good job, if any, is still active)."""
-        return self._invalid_files()
+        """Files with errors now."""
+        return self._catalog.invalid_files
+
+    def kept(self, path: str) -> bool:
+        """Whether an invalid file's last good version still runs (a new file has none)."""
+        return self._catalog.kept(path)
 
     def status(self) -> dict[str, Any]:
         """The daemon in one answer (`kron status`)."""
         stats = self.stats
         invalid = [
-            {"path": path, "errors": [str(p) for p in problems]}
+            {"path": path, "errors": [str(p) for p in problems], "kept": self.kept(path)}
             for path, problems in sorted(self.invalid_files().items())
         ]
         return {

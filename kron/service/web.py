@@ -173,15 +173,16 @@ class StatusSite:
             )
         if invalid:
             out.append("<h2>Invalid files</h2>")
-            out.append(
-                '<p class="muted">A job whose file turned invalid keeps running its last good '
-                "version.</p>"
-            )
             for path, problems in invalid:
                 # Each error starts with the path, already the heading: `path:line:col: ...`.
                 errors = [str(p).removeprefix(f"{path}:") for p in problems]
+                state = (
+                    "Its last good version still runs."
+                    if view.kept(path)
+                    else "No job runs from it: it has never loaded."
+                )
                 out.append(
-                    f'<div class="problem"><code>{esc(path)}</code>'
+                    f'<div class="problem"><code>{esc(path)}</code> <small>{state}</small>'
                     f"<pre>{esc(chr(10).join(errors))}</pre></div>"
                 )
         return "\n".join(out)
