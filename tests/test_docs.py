@@ -44,3 +44,27 @@ def test_the_schemas_folder_is_the_one_the_package_ships() -> None:
     assert (ROOT / "schemas" / "job.schema.json").read_bytes() == (
         ROOT / "kron" / "schemas" / "job.schema.json"
     ).read_bytes()
+
+
+def test_the_operations_guide_copies_the_whole_jobs_directory_as_written(tmp_path: Path) -> None:
+    """Step 2 of docs/operations.md, run as written but under a temporary root, leaves a jobs
+    directory the daemon accepts with every job of the repository's, sub-folders and YAML too."""
+    import subprocess
+
+    from kron.config.validate import validate
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    step = text.split("2. **Create the jobs directory**")[1].split("```console")[1].split("```")[0]
+    commands = [line.strip().removeprefix("# ") for line in step.strip().splitlines()]
+    assert commands[0].startswith("install -d")
+    script = "\n".join(
+        command.replace("/etc/kron", str(tmp_path / "etc/kron"))
+        .replace("/path/to/your/repo", str(ROOT))
+        .replace("chown -R root:root", "chown -R $(id -u):$(id -g)")
+        for command in commands
+    )
+    subprocess.run(["bash", "-euc", script], check=True, timeout=30)
+    copied = validate([], jobs_dir=tmp_path / "etc/kron/jobs.d")
+    shipped = validate([], jobs_dir=ROOT / "jobs.d")
+    assert [j.id for j in copied.jobs] == [j.id for j in shipped.jobs]
+    assert copied.errors == []
