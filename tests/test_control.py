@@ -305,3 +305,68 @@ def test_list_says_a_manual_job_is_fired_by_hand_not_scheduled(daemon: Daemon) -
     assert (jobs["quick"]["firing"], jobs["hourly"]["firing"]) == ("manual", "scheduled")
     rows = {line.split()[0]: line.split()[-1] for line in daemon.cli("list").lines[1:]}
     assert rows["quick"] == "manual"
+
+
+def _as_nobody(argv: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in a child that has dropped to `nobody`, as an unprivileged user would."""
+    import io
+    import pwd
+
+    import kron.cli.ops
+    import kron.cli.records
+    import kron.service.inprocess
+
+    nobody = pwd.getpwnam("nobody")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            out, err = io.StringIO(), io.StringIO()
+            code = kron.cli.main.main(argv, out=out, err=err)
+            os.write(write_fd, json.dumps([code, out.getvalue(), err.getvalue()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as source:
+        data = source.read()
+    os.waitpid(pid, 0)
+    code, out, err = json.loads(data)
+    return code, out, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_run_as_a_user_who_may_not_use_the_socket_is_refused_not_run_in_process(
+    runtime: Path,
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="kron-perm-"))  # readable by others, unlike tmp_path
+    try:
+        shared.chmod(0o755)
+        jobs_dir = shared / "jobs.d"
+        jobs_dir.mkdir()
+        write_job(jobs_dir, "quick.toml", 'schedule = "@manual"\nshell = "echo hello"\n')
+        runtime.chmod(0o755)
+        daemon = Daemon(jobs_dir, runtime)
+        daemon.start()
+        try:
+            code, out, err = _as_nobody(["run", "quick", "--jobs-dir", str(jobs_dir)])
+            assert (code, out) == (3, "")
+            assert err.startswith(f"kron: not allowed to use the control socket {daemon.socket}")
+            assert not (jobs_dir / "quick.runs.jsonl").exists()  # nothing ran beside the daemon
+            assert daemon.cli("run", "quick", "--wait").code == 0  # records only root may read
+            code, out, err = _as_nobody(["history", "--jobs-dir", str(jobs_dir)])
+            records_file = jobs_dir / "quick.runs.jsonl"
+            assert (code, out, err) == (
+                1,
+                "",
+                f"kron: cannot read or write {records_file}: Permission denied\n",
+            )
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        import shutil
+
+        shutil.rmtree(shared)

@@ -188,6 +188,11 @@ def main(
         # `kron history | head` closes the pipe; that is not an error.
         sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:
+        # An unreadable records or jobs location, a full disk: said, never a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"kron: cannot read or write{where}: {exc.strerror or exc}", file=err)
+        return EXIT_BAD
 
 
 _COMMANDS: dict[str, Command] = {

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         client = client_for(args.jobs_dir)
     except DaemonUnreachable as exc:
+        if not exc.absent:
+            raise  # a daemon may run this job: never beside it, with another user's rights
         client, reason = None, str(exc)
     if client is not None:
         job_id = job_id_of(args.job, args.jobs_dir)

@@ -90,4 +90,13 @@ class UsageError(KronError):
 
 
 class DaemonUnreachable(KronError):
-    """The control socket does not answer (exit 3)."""
+    """The control socket does not answer (exit 3).
+
+    `absent` is True when no daemon serves the directory (no socket, nothing listening, or a
+    daemon for another directory), False when one may run but cannot be asked (permission,
+    no answer in time): only the first lets `kron run` run the job itself.
+    """
+
+    def __init__(self, message: str, *, absent: bool = True) -> None:
+        super().__init__(message)
+        self.absent = absent

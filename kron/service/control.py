@@ -160,7 +160,7 @@ class ControlClient:
             raise DaemonUnreachable(f"{why}; start one with `kron daemon`") from None
         except httpx.TimeoutException:
             raise DaemonUnreachable(
-                f"the kron daemon on {self.socket_path} did not answer in time"
+                f"the kron daemon on {self.socket_path} did not answer in time", absent=False
             ) from None
         return response.status_code, response.json()
 
@@ -170,6 +170,12 @@ class ControlClient:
             probe.settimeout(2.0)
             try:
                 probe.connect(str(self.socket_path))
+            except PermissionError:
+                raise DaemonUnreachable(
+                    f"not allowed to use the control socket {self.socket_path} (it is the "
+                    "daemon's user's); run as that user or root",
+                    absent=False,
+                ) from None
             except OSError as exc:
                 why = f"no kron daemon answers on {self.socket_path} ({exc.strerror or exc})"
                 raise DaemonUnreachable(f"{why}; start one with `kron daemon`") from None
