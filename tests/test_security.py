@@ -22,7 +22,7 @@ from kron.service.daemon import Daemon
 
 from .clock import FakeClock
 from .conftest import CliResult
-from .harness import DEADLINE_S, Events, read_records, write_job
+from .harness import DEADLINE_S, Events, make_job, read_records, write_job
 
 T0 = datetime(2026, 3, 2, 7, 0, 30, tzinfo=UTC)
 EVERY_MINUTE = 'schedule = "* * * * *"\ntimezone = "UTC"\n'
@@ -295,3 +295,28 @@ def test_an_env_file_made_writable_after_load_is_refused_at_fire_time(tmp_path: 
     assert result.error is not None
     assert result.error.startswith("env_file: ")
     assert "writable by group and others" in result.error
+
+
+def test_a_secret_is_masked_before_the_output_is_cut_and_across_reads(jobs_dir: Path) -> None:
+    import asyncio
+
+    from kron.actions.dispatch import execute
+
+    secret = "s3cr3t-t0ken-v4lue"
+    # The secret is printed where the head/tail cut of max_output = 40 falls, and once written
+    # in two pieces with a pause, so that it arrives in two reads of the pipe.
+    script = (
+        f'printf "%s" "0123456789012345{secret}"; printf "%s" "{secret[:7]}"; sleep 0.2; '
+        f'printf "%s" "{secret[7:]}"; printf "%s" "$(head -c 60 /dev/zero | tr "\\\\0" x)"'
+    )
+    job = make_job(
+        jobs_dir,
+        "cut.toml",
+        f"schedule = \"@manual\"\nmax_output = 40\nshell = '{script}'\n"
+        f'[env]\nTOKEN = {{ value = "{secret}", secret = true }}\n',
+    )
+    result = asyncio.run(execute(job, run_env={}, stop=asyncio.Event()))
+    assert result.truncated
+    pieces = {secret[i : i + 5] for i in range(len(secret) - 4)}
+    assert [piece for piece in pieces if piece in result.stdout] == []
+    assert result.stdout.startswith("0123456789012345***")  # not "...s3cr", cut mid-secret

@@ -24,6 +24,7 @@ from kron.actions.httpclient import client
 from kron.actions.process import OutputBuffer, run_job_process
 from kron.model.job import AgentAction, Job
 from kron.model.run import Outcome
+from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
 
 __all__ = ["Ledger", "Seed", "Ticket", "run_agent"]
@@ -146,6 +147,7 @@ async def run_agent(
     stop: asyncio.Event,
     on_spawn: Callable[[int], None] | None = None,
     budget: Ledger | None = None,
+    secrets: Secrets = NO_SECRETS,
 ) -> ActionResult:
     """Ask the agent, unless today's budget is spent (then the run is recorded `skipped`)."""
     ticket = await (budget or _ledger_of(job)).admit(job, action)
@@ -153,8 +155,10 @@ async def run_agent(
         log.warning("job %s: %s", job.id, ticket)
         return ActionResult(outcome=Outcome.SKIPPED, error=ticket)
     if action.command is not None:
-        return await _cli(job, action, action.command, env=env, stop=stop, on_spawn=on_spawn)
-    result = await _api(job, action, env=env, stop=stop)
+        return await _cli(
+            job, action, action.command, env=env, stop=stop, on_spawn=on_spawn, secrets=secrets
+        )
+    result = await _api(job, action, env=env, stop=stop, secrets=secrets)
     tokens = result.extra.get("tokens_total")
     ticket.tokens = tokens if isinstance(tokens, int) else 0
     return result
@@ -168,6 +172,7 @@ async def _cli(
     env: dict[str, str],
     stop: asyncio.Event,
     on_spawn: Callable[[int], None] | None,
+    secrets: Secrets,
 ) -> ActionResult:
     """Run the agent CLI: the prompt replaces a `{prompt}` argument, else goes on stdin."""
     in_argv = PROMPT_ARGUMENT in command
@@ -179,12 +184,13 @@ async def _cli(
         stop=stop,
         on_spawn=on_spawn,
         stdin_data=None if in_argv else action.prompt.encode(),
+        secrets=secrets,
     )
     return replace(result, extra={"agent": "cli"})
 
 
 async def _api(
-    job: Job, action: AgentAction, *, env: dict[str, str], stop: asyncio.Event
+    job: Job, action: AgentAction, *, env: dict[str, str], stop: asyncio.Event, secrets: Secrets
 ) -> ActionResult:
     """POST the prompt to `<endpoint>/chat/completions`; the answer is the run's output."""
     assert action.endpoint is not None
@@ -223,7 +229,7 @@ async def _api(
             ok=False, error=done, extra={"agent": "api", "agent_model": action.model}
         )
     status, answer = done
-    return _answer(job, action, url, status, answer)
+    return _answer(job, action, url, status, answer, secrets=secrets)
 
 
 async def _post(
@@ -244,7 +250,9 @@ async def _post(
         return response.status_code, response.text
 
 
-def _answer(job: Job, action: AgentAction, url: str, status: int, answer: Any) -> ActionResult:
+def _answer(
+    job: Job, action: AgentAction, url: str, status: int, answer: Any, *, secrets: Secrets
+) -> ActionResult:
     extra: dict[str, Any] = {"agent": "api", "agent_model": action.model}
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if isinstance(usage, dict):
@@ -265,7 +273,7 @@ def _answer(job: Job, action: AgentAction, url: str, status: int, answer: Any) -
         return ActionResult(
             ok=False, error=f"{url} sent no chat completion: {_excerpt(answer)}", extra=extra
         )
-    output = OutputBuffer(job.max_output)
+    output = OutputBuffer(job.max_output, secrets)
     output.feed(str(content or "").encode())
     return ActionResult(ok=True, stdout=output.text(), truncated=output.truncated, extra=extra)
 

@@ -22,6 +22,7 @@ from kron.actions.base import ActionResult, Interrupted, connection_reason, unti
 from kron.actions.docker_client import EngineUnreachable, connect
 from kron.actions.process import OutputBuffer
 from kron.model.job import DockerAction, Job
+from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
 
 __all__ = ["run_docker"]
@@ -56,6 +57,7 @@ async def run_docker(
     env: Mapping[str, str],
     run_id: str | None,
     stop: asyncio.Event,
+    secrets: Secrets = NO_SECRETS,
 ) -> ActionResult:
     """Run the job's container: create, start, wait (job timeout), collect logs, remove.
 
@@ -68,6 +70,7 @@ async def run_docker(
         env: the container's whole environment (see RunEnvironment.for_container).
         run_id: names the container (`kron-<job>-<run_id>`) and labels it.
         stop: set by the runner to stop the run.
+        secrets: masked in the container's output as it is read.
     """
     deadline = None if job.timeout is None else time.monotonic() + job.timeout.total_seconds()
     try:
@@ -83,6 +86,7 @@ async def run_docker(
             run_id=run_id,
             stop=stop,
             deadline=deadline,
+            secrets=secrets,
         )
     finally:
         await asyncio.shield(asyncio.to_thread(client.close))
@@ -110,6 +114,7 @@ async def _run(
     run_id: str | None,
     stop: asyncio.Event,
     deadline: float | None,
+    secrets: Secrets,
 ) -> ActionResult:
     from docker.errors import DockerException
     from requests import RequestException
@@ -144,7 +149,7 @@ async def _run(
     except (DockerException, RequestException) as exc:
         return ActionResult(error=f"cannot create container from {action.image}: {_explain(exc)}")
     try:
-        return await _supervise(container, job, stop=stop, deadline=deadline)
+        return await _supervise(container, job, stop=stop, deadline=deadline, secrets=secrets)
     finally:
         await asyncio.shield(asyncio.to_thread(_remove, container))
 
@@ -173,7 +178,7 @@ def _ensure_image(client: Any, action: DockerAction) -> str | None:
 
 
 async def _supervise(
-    container: Any, job: Job, *, stop: asyncio.Event, deadline: float | None
+    container: Any, job: Job, *, stop: asyncio.Event, deadline: float | None, secrets: Secrets
 ) -> ActionResult:
     from docker.errors import DockerException
     from requests import RequestException
@@ -212,7 +217,7 @@ async def _supervise(
         )
     code = status.get("StatusCode")
     problem = (status.get("Error") or {}).get("Message") or None
-    out, err = await asyncio.to_thread(_read_logs, container, job.max_output)
+    out, err = await asyncio.to_thread(_read_logs, container, job.max_output, secrets)
     killed = sent is not None and code == 128 + sent
     return ActionResult(
         exit_code=None if killed else code,
@@ -264,12 +269,14 @@ def _signal(container: Any, name: str) -> bool:
     return True
 
 
-def _read_logs(container: Any, max_output: int) -> tuple[OutputBuffer, OutputBuffer]:
+def _read_logs(
+    container: Any, max_output: int, secrets: Secrets
+) -> tuple[OutputBuffer, OutputBuffer]:
     """Stream stdout and stderr separately into bounded buffers; never hold a whole log."""
     from docker.errors import DockerException
     from requests import RequestException
 
-    buffers = (OutputBuffer(max_output), OutputBuffer(max_output))
+    buffers = (OutputBuffer(max_output, secrets), OutputBuffer(max_output, secrets))
     for buffer, stdout in zip(buffers, (True, False), strict=True):
         try:
             # follow=False: the container has exited; following could hang on some engines.

@@ -121,13 +121,17 @@ async def _act(
     budget: Ledger | None,
 ) -> ActionResult:
     action = job.action
+    # Output is masked as it is read, before max_output cuts it (kron.actions.process).
+    secrets = environment.secrets
     if isinstance(action, CommandAction | ShellAction):
-        return await run_command(job, action, env=env, stop=stop, on_spawn=on_spawn)
+        return await run_command(
+            job, action, env=env, stop=stop, on_spawn=on_spawn, secrets=secrets
+        )
     # The other actions are imported on first use (start-up speed, memory): see the docstring.
     if isinstance(action, HttpAction):
         from kron.actions.http_request import run_http
 
-        return await run_http(job, action, stop=stop)
+        return await run_http(job, action, stop=stop, secrets=secrets)
     if isinstance(action, DockerAction):
         from kron.actions.container import run_docker
 
@@ -137,8 +141,11 @@ async def _act(
             env=environment.for_container(action, run_env),
             run_id=run_env.get("KRON_RUN_ID"),
             stop=stop,
+            secrets=secrets,
         )
     assert isinstance(action, AgentAction)
     from kron.actions.agent import run_agent
 
-    return await run_agent(job, action, env=env, stop=stop, on_spawn=on_spawn, budget=budget)
+    return await run_agent(
+        job, action, env=env, stop=stop, on_spawn=on_spawn, budget=budget, secrets=secrets
+    )

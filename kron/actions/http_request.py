@@ -13,6 +13,7 @@ from kron.actions.base import ActionResult, Interrupted, connection_reason, unti
 from kron.actions.httpclient import client
 from kron.actions.process import OutputBuffer
 from kron.model.job import HttpAction, Job
+from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
 
 __all__ = ["MATCH_LIMIT", "run_http"]
@@ -22,13 +23,15 @@ __all__ = ["MATCH_LIMIT", "run_http"]
 MATCH_LIMIT = 16 * 1024 * 1024
 
 
-async def run_http(job: Job, action: HttpAction, *, stop: asyncio.Event) -> ActionResult:
+async def run_http(
+    job: Job, action: HttpAction, *, stop: asyncio.Event, secrets: Secrets = NO_SECRETS
+) -> ActionResult:
     """Send the request; succeed when the status is expected and the body matches.
 
     `http.timeout` bounds the request (no answer in time is `failed`, so retries apply); the
     job's `timeout` bounds the attempt (`timeout`). Redirects are not followed, as with curl.
     """
-    done = await until_stopped(_request(job, action), stop=stop, timeout=job.timeout)
+    done = await until_stopped(_request(job, action, secrets), stop=stop, timeout=job.timeout)
     if done is Interrupted.STOPPED:
         return ActionResult(stopped=True, error=f"stopped during {action.method} {action.url}")
     if done is Interrupted.TIMED_OUT:
@@ -40,8 +43,8 @@ async def run_http(job: Job, action: HttpAction, *, stop: asyncio.Event) -> Acti
     return done
 
 
-async def _request(job: Job, action: HttpAction) -> ActionResult:
-    excerpt = OutputBuffer(job.max_output)
+async def _request(job: Job, action: HttpAction, secrets: Secrets) -> ActionResult:
+    excerpt = OutputBuffer(job.max_output, secrets)
     body = bytearray()
     content: dict[str, Any] = {}
     if action.json is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from kron.actions.base import ActionResult, working_dir
 from kron.model.job import Job
+from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
 
 __all__ = ["OutputBuffer", "run_job_process", "run_process", "stop_group"]
@@ -32,9 +33,13 @@ _STDOUT, _STDERR = 1, 2
 class OutputBuffer:
     """Keep the first and the last `max_bytes / 2` of a stream and count what falls between."""
 
-    __slots__ = ("_dropped", "_head", "_head_max", "_tail", "_tail_max")
+    __slots__ = ("_dropped", "_head", "_head_max", "_masking", "_tail", "_tail_max")
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, secrets: Secrets = NO_SECRETS) -> None:
+        """Args:
+        max_bytes: bytes kept in all, half from the start and half from the end.
+        secrets: masked in the stream as it comes, so that no cut leaves half of one.
+        """
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
         self._head_max = max_bytes // 2
@@ -42,9 +47,15 @@ class OutputBuffer:
         self._head = bytearray()
         self._tail = bytearray()
         self._dropped = 0
+        self._masking = secrets.stream() if secrets else None
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the stream; memory stays within `max_bytes`."""
+        if self._masking is not None:
+            chunk = self._masking.feed(chunk)
+        self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         room = self._head_max - len(self._head)
         if room > 0:
@@ -74,6 +85,8 @@ class OutputBuffer:
 
     def text(self) -> str:
         """Decode what was kept; invalid UTF-8 is escaped (`\\xff`), never an error."""
+        if self._masking is not None:
+            self._keep(self._masking.flush())  # the end of the stream: nothing more comes
         if not self._dropped:
             return (self._head + self._tail).decode("utf-8", "backslashreplace")
         head = self._head.decode("utf-8", "backslashreplace")
@@ -89,8 +102,11 @@ class _Capture(asyncio.SubprocessProtocol):
     main process's exit. `process_exited` here fires as soon as the child is reaped.
     """
 
-    def __init__(self, max_output: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.buffers = {_STDOUT: OutputBuffer(max_output), _STDERR: OutputBuffer(max_output)}
+    def __init__(self, max_output: int, loop: asyncio.AbstractEventLoop, secrets: Secrets) -> None:
+        self.buffers = {
+            _STDOUT: OutputBuffer(max_output, secrets),
+            _STDERR: OutputBuffer(max_output, secrets),
+        }
         self.exited: asyncio.Future[None] = loop.create_future()
         self.pipes_closed: asyncio.Future[None] = loop.create_future()
         self._open_fds = {_STDOUT, _STDERR}
@@ -129,6 +145,7 @@ async def run_process(
     drain_timeout: timedelta = timedelta(seconds=2),
     on_spawn: Callable[[int], None] | None = None,
     stdin_data: bytes | None = None,
+    secrets: Secrets = NO_SECRETS,
 ) -> ActionResult:
     """Run `argv` in its own session and process group and return how it ended.
 
@@ -151,6 +168,7 @@ async def run_process(
         on_spawn: called with the pid as soon as the process has started.
         stdin_data: bytes written to the child's stdin, which is then closed; None gives it
             /dev/null.
+        secrets: masked in stdout and stderr as they are read, before `max_output` cuts.
 
     Returns:
         The exit status, the captured output and how the run ended.
@@ -163,7 +181,7 @@ async def run_process(
     if isinstance(identity, str):
         return _not_started(identity)
     loop = asyncio.get_running_loop()
-    capture = _Capture(max_output, loop)
+    capture = _Capture(max_output, loop, secrets)
     try:
         transport, _ = await loop.subprocess_exec(
             lambda: capture,
@@ -210,8 +228,10 @@ async def run_job_process(
     stop: asyncio.Event,
     on_spawn: Callable[[int], None] | None = None,
     stdin_data: bytes | None = None,
+    secrets: Secrets = NO_SECRETS,
 ) -> ActionResult:
-    """Run argv as the job's process: its folder, umask, user, timeout, grace and output bound."""
+    """Run argv as the job's process: its folder, umask, user, timeout, grace and output bound,
+    with `secrets` masked in its output as it is read."""
     return await run_process(
         argv,
         cwd=str(working_dir(job)),
@@ -225,6 +245,7 @@ async def run_job_process(
         stop=stop,
         on_spawn=on_spawn,
         stdin_data=stdin_data,
+        secrets=secrets,
     )
 
 

@@ -89,16 +89,20 @@ class Secrets:
         return value
 
     def mask_output(self, output: AnyOutput) -> AnyOutput:
-        """Mask all an output carries to a record: stdout, stderr, error, extra (a probe's)."""
+        """Mask what an output carries to a record beside its streams: the error, and `extra`
+        (a probe's reason, an HTTP status line). stdout and stderr are masked as they are read,
+        before they are cut (`stream()`)."""
         if not self._values:
             return output
         return dataclasses.replace(
             output,
-            stdout=self.mask(output.stdout),
-            stderr=self.mask(output.stderr),
             error=self.mask(output.error) if output.error else output.error,
             extra=self.mask_deep(output.extra),
         )
+
+    def stream(self) -> MaskingStream:
+        """A masker for a byte stream read in pieces (a pipe, a response body)."""
+        return MaskingStream(self._values)
 
     def mask_problems(self, problems: list[Problem]) -> list[Problem]:
         """Errors quote values too (`expected a string, got 12345`)."""
@@ -108,6 +112,39 @@ class Secrets:
 
 
 NO_SECRETS = Secrets()
+
+
+class MaskingStream:
+    """Masks secrets in a stream as it passes, before anything is cut from it.
+
+    A secret may straddle two reads: the last (longest secret - 1) bytes are held back until
+    the next piece shows whether they begin one. What passes on is masked; `flush` gives the
+    rest at the end of the stream.
+    """
+
+    __slots__ = ("_held", "_hold", "_secrets")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self._secrets = [value.encode() for value in values]  # longest first, as given
+        self._hold = max((len(s) for s in self._secrets), default=1) - 1
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Mask `chunk` (with what was held back); return what can safely pass on."""
+        data = self._mask(self._held + chunk)
+        cut = max(len(data) - self._hold, 0)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def flush(self) -> bytes:
+        data, self._held = self._held, b""
+        return data
+
+    def _mask(self, data: bytes) -> bytes:
+        for secret in self._secrets:
+            if secret in data:
+                data = data.replace(secret, MASK.encode())
+        return data
 
 
 def read_env_file(path: Path) -> dict[str, str]:
