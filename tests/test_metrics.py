@@ -207,6 +207,8 @@ def test_metrics_count_runs_by_outcome_time_them_and_show_the_daemon_state(
             "kron_jobs_loaded",
             "kron_last_success_timestamp_seconds",
             "kron_next_fire_timestamp_seconds",
+            "kron_record_write_errors",
+            "kron_records_failing",
             "kron_run_duration_seconds",
             "kron_running_runs",
             "kron_runs",

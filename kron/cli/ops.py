@@ -105,6 +105,12 @@ def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"  {line}", file=out)
         kept = "its last good version still runs" if entry.get("kept") else "never loaded"
         print(f"    ({kept})", file=out)
+    for failing in body.get("records_failing", []):
+        print(
+            f"records failing: {failing['path']}: {failing['error']} since {failing['since']} "
+            f"({plural(failing['failed_writes'], 'failed write')})",
+            file=out,
+        )
     running = body["running"]
     print(f"running: {len(running)}", file=out)
     if running:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kron.engine import records
+from kron.engine.store import WriteFailures
 from kron.model.clock import Clock
 from kron.model.times import format_time
 
@@ -28,6 +29,7 @@ class AuditLog:
         self.path = path
         self._clock = clock
         self._pending: list[dict[str, str | None]] | None = None
+        self._failures = WriteFailures()  # said once a minute, as for records
         try:
             if path.stat().st_size > AUDIT_MAX_BYTES:
                 path.replace(path.with_name(path.name + ".1"))
@@ -72,4 +74,6 @@ class AuditLog:
         try:
             records.append_many(self.path, lines)
         except OSError as exc:
-            log.error("cannot write the audit log %s: %s", self.path, exc)
+            self._failures.failed(self.path, exc)
+        else:
+            self._failures.succeeded(self.path)

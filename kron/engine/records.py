@@ -10,6 +10,7 @@ the inode lock for the whole write). Over NFS it is not, so records belong on a 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -129,17 +130,34 @@ def _ends_mid_line(fd: int, status: os.stat_result) -> bool:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte, resuming after a short write.
+    """Write every byte, resuming after a short write; on failure, leave no partial line.
 
-    On a local file a write comes up short only when the disk fills or the process is killed; a
-    record that another appender slips in between the pieces is then lost along with this one.
+    On a local file a write comes up short only when the disk fills or the process is killed.
+    A full disk must not leave half a record that readers would skip and later appends would
+    follow: what was written of `data` is cut off again before the error is raised.
     """
     view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written == 0:
-            raise OSError(f"write to descriptor {fd} made no progress")
-        view = view[written:]
+    start = os.fstat(fd).st_size
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written == 0:
+                raise OSError(errno.ENOSPC, f"write to descriptor {fd} made no progress")
+            view = view[written:]
+    except OSError:
+        _cut_back(fd, start, len(data) - len(view))
+        raise
+
+
+def _cut_back(fd: int, start: int, written: int) -> None:
+    """Remove the `written` bytes a failed append left after `start`, if nobody wrote since."""
+    if not written:
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)  # appends in flight finish first
+    if os.fstat(fd).st_size == start + written:
+        os.ftruncate(fd, start)
+    else:  # pragma: no cover - another appender followed: a line break keeps its line whole
+        os.write(fd, b"\n")
 
 
 def read(path: Path) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,7 @@ ran yet, an operator's pause).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,13 +69,19 @@ class State:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            # One line: json.dumps's C encoder, where `indent` or json.dump would take the
-            # pure-Python one (10,000 jobs: 0.1 s).
-            handle.write(json.dumps(body, ensure_ascii=False))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                # One line: json.dumps's C encoder, where `indent` or json.dump would take the
+                # pure-Python one (10,000 jobs: 0.1 s).
+                handle.write(json.dumps(body, ensure_ascii=False))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            # A full disk: the old file stays whole, and no empty temporary file is left.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def save_logged(self) -> None:
         """save(), with a failure logged: the state in memory stays right, and is saved again

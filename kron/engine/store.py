@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,8 @@ class Standing:
 
 class RecordStore(Protocol):
     """Appends run records and reads them back, job by job or across jobs."""
+
+    failures: WriteFailures  # writes that fail now (a full disk), for status and metrics
 
     def append(self, line: Line) -> None:
         """Write one record; a failure is logged and counted, never raised."""
@@ -86,6 +89,55 @@ class RecordStore(Protocol):
         ...
 
 
+@dataclass(kw_only=True, slots=True)
+class Failing:
+    """A records file that cannot be written now."""
+
+    error: str
+    since: float  # time.time() of the first failure in a row
+    count: int = 0  # failed writes in a row
+    unsaid: int = 0  # failed writes since the last log line
+    said_at: float = 0.0  # time.monotonic() of the last log line
+
+
+class WriteFailures:
+    """Failed record writes, said once a minute per file with a count, not once per write (a
+    full disk fails every write). Runs go on; `kron status` and the metrics say so."""
+
+    LOG_EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.failing: dict[Path, Failing] = {}
+        self.total = 0  # failed writes since the daemon started
+
+    def failed(self, path: Path, exc: OSError) -> None:
+        self.total += 1
+        now = time.monotonic()
+        entry = self.failing.get(path)
+        if entry is None:
+            entry = self.failing[path] = Failing(error=str(exc.strerror or exc), since=time.time())
+            entry.said_at = now - self.LOG_EVERY_S
+        entry.count += 1
+        entry.unsaid += 1
+        entry.error = str(exc.strerror or exc)
+        if now - entry.said_at >= self.LOG_EVERY_S:
+            log.error(
+                "cannot write records to %s: %s (%d failed writes%s; runs go on)",
+                path,
+                entry.error,
+                entry.unsaid,
+                "" if entry.unsaid == entry.count else f", {entry.count} since it began",
+            )
+            entry.said_at, entry.unsaid = now, 0
+
+    def succeeded(self, path: Path) -> None:
+        entry = self.failing.pop(path, None) if self.failing else None
+        if entry is not None:
+            log.warning(
+                "records are written to %s again, after %d failed writes", path, entry.count
+            )
+
+
 class FileRecordStore:
     """Records as NDJSON files: one per job, beside its file or under `records_dir`."""
 
@@ -97,6 +149,7 @@ class FileRecordStore:
         self._since_prune: dict[str, int] = {}
         self._pruning: set[str] = set()
         self._tasks: set[asyncio.Future[None]] = set()
+        self.failures = WriteFailures()
 
     @property
     def root(self) -> Path:
@@ -113,8 +166,9 @@ class FileRecordStore:
         try:
             records.append(path, line.to_json())
         except OSError as exc:
-            log.error("job %s: cannot write record to %s: %s", line.job, path, exc)
+            self.failures.failed(path, exc)
             return
+        self.failures.succeeded(path)
         if isinstance(line, RunEnded):
             self._count(line.job)
 

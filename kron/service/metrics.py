@@ -11,7 +11,7 @@ import platform
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
@@ -91,6 +91,18 @@ class _DaemonState(Collector):
             "kron_invalid_files",
             "Job files that failed to load (a job keeps running its last good version).",
             value=len(view.invalid_files()),
+        )
+        failures = view.store.failures
+        yield CounterMetricFamily(
+            "kron_record_write_errors",
+            "Run records that could not be written (a full disk, a read-only folder) since the "
+            "daemon started; the runs themselves went on.",
+            value=failures.total,
+        )
+        yield GaugeMetricFamily(
+            "kron_records_failing",
+            "Records files that cannot be written now.",
+            value=len(failures.failing),
         )
         jobs = view.jobs()
         yield GaugeMetricFamily("kron_jobs_loaded", "Jobs the daemon has loaded.", value=len(jobs))

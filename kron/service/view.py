@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -243,4 +243,13 @@ class DaemonView:
             "invalid_files": invalid,
             "running": [run.to_json() for run in self.running()],
             "reloads": stats.reloads,
+            "records_failing": [
+                {
+                    "path": str(path),
+                    "error": failing.error,
+                    "since": format_time(datetime.fromtimestamp(failing.since, UTC)),
+                    "failed_writes": failing.count,
+                }
+                for path, failing in sorted(self.store.failures.failing.items())
+            ],
         }
