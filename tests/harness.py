@@ -63,10 +63,17 @@ def make_job(jobs_dir: Path, name: str, text: str) -> Job:
     return job
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a records file, process notes included."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The run records and delivery notes of a records file: the lines a reader of runs sees
+    (the process notes a run writes when its processes start are for crash recovery)."""
+    return [line for line in read_lines(path) if "process" not in line]
 
 
 def iso(dt: datetime) -> str:

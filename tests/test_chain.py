@@ -172,6 +172,7 @@ def test_a_four_step_chain_where_step_two_fails_records_dependency_failed_below_
         assert len({run1, run2, record3["run_id"], record4["run_id"]}) == 4
         assert [type(e).__name__ for e in rig.events.all if e.job != "pipe/step1"] == [
             "RunStarted",
+            "ProcessNote",  # step2's process group started; the rest never ran a process
             "RunEnded",
             "RunEnded",
             "RunEnded",

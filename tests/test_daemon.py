@@ -194,11 +194,13 @@ def test_records_of_many_jobs_appending_at_once_are_whole_lines(jobs_dir: Path) 
     with_daemon(jobs_dir, clock, body)
     root = jobs_dir.parent / "records" / "many"
     lines = [line for p in root.glob("*.runs.jsonl") for line in p.read_text().splitlines()]
-    assert len(lines) == 400
+    assert len(lines) == 600  # started, the process note, ended
     parsed = [json.loads(line) for line in lines]
     assert (
-        sum(1 for r in parsed if r["outcome"] == "succeeded" and len(r["stdout"]) == 20000) == 200
+        sum(1 for r in parsed if r.get("outcome") == "succeeded" and len(r["stdout"]) == 20000)
+        == 200
     )
+    assert sum(1 for r in parsed if isinstance(r.get("process", {}).get("pgid"), int)) == 200
 
 
 def _spawn_daemon(jobs_dir: Path, log: Path | None = None) -> subprocess.Popen[bytes]:

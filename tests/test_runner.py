@@ -13,7 +13,7 @@ import pytest
 from kron.engine.attempts import retry_timeline
 from kron.engine.scheduler import Scheduler
 from kron.engine.slots import LATE_TOLERANCE, NextFires
-from kron.model.run import Outcome, RunEnded, Trigger
+from kron.model.run import Outcome, ProcessNote, RunEnded, Trigger
 from kron.model.schedule import jitter_offset
 
 from .clock import FakeClock
@@ -112,8 +112,11 @@ def test_replace_stops_the_old_tree_before_the_new_run_starts(
         kinds = [
             type(e).__name__ + ":" + (e.outcome.value if isinstance(e, RunEnded) else "")
             for e in events.all
+            if not isinstance(e, ProcessNote)
         ]
         assert kinds == ["RunStarted:", "RunEnded:replaced", "RunStarted:"]
+        [first_note, *_] = [e for e in events.all if isinstance(e, ProcessNote)]
+        assert first_note.pgid == old_pgid
         replaced = events.ended()[0]
         assert replaced.signal == 9  # it ignored SIGTERM, so SIGKILL after kill_grace
         with pytest.raises(ProcessLookupError):

@@ -685,8 +685,8 @@ def test_a_real_browser_follows_a_job_to_its_run_and_shows_the_output(
         (run,) = _wait_for(
             "the @reboot runs",
             lambda: (
-                [r for r in records.read(nightly) if r["outcome"] == "succeeded"]
-                if any(r["outcome"] == "failed" for r in records.read(probe))
+                [r for r in records.read(nightly) if r.get("outcome") == "succeeded"]
+                if any(r.get("outcome") == "failed" for r in records.read(probe))
                 else None
             ),
         )

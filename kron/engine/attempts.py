@@ -7,6 +7,7 @@ Retry, back-off and the outcome of an attempt are small policies computed from d
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ import tenacity
 
 from kron.actions.base import ActionResult
 from kron.engine.coordinator import Claim, Coordinator
+from kron.engine.recovery import note_for
 from kron.engine.runs import Run
 from kron.model.clock import Clock
 from kron.model.job import Backoff, Job, RetryPolicy
@@ -48,14 +50,24 @@ class Attempts:
         self.policy = policy
         self.limit = asyncio.Semaphore(max_concurrent) if max_concurrent else None
 
-    async def run(self, run: Run) -> RunEnded | None:
-        """Every attempt of `run` (None when another daemon claimed it); the final record."""
+    async def run(self, run: Run, *, wait_s: float = 0.0) -> RunEnded | None:
+        """Every attempt of `run` from `run.attempt` on (None when another daemon claimed it);
+        the final record.
+
+        Args:
+            run: the run; its `attempt` is 1, or the one a restart resumes.
+            wait_s: time to wait before the first of them (a resumed retry's back-off).
+        """
+        if wait_s > 0:
+            await self._retry_sleep(run, wait_s)
         policy = run.job.retry
-        if policy.attempts == 1:
+        first = run.attempt
+        left = policy.attempts - first + 1
+        if left <= 1:
             return await self._attempt(run)  # nothing to retry: skip tenacity's set-up per run
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=retry_wait(policy),
+            stop=tenacity.stop_after_attempt(left),
+            wait=_Shifted(retry_wait(policy), first - 1),
             retry=tenacity.retry_if_result(
                 lambda ended: (
                     ended is not None and ended.outcome in policy.on and run.stop_reason is None
@@ -66,7 +78,7 @@ class Attempts:
             before_sleep=lambda state: log.info(
                 "job %s: attempt %d ended %s; retrying in %.1fs",
                 run.job.id,
-                state.attempt_number,
+                run.attempt,
                 state.outcome.result().outcome.value if state.outcome else "?",
                 state.upcoming_sleep,
             ),
@@ -74,8 +86,8 @@ class Attempts:
         ended: RunEnded | None = None
         async for attempt in retrying:
             with attempt:
-                run.attempt = attempt.retry_state.attempt_number
-                if run.attempt > 1:
+                run.attempt = first + attempt.retry_state.attempt_number - 1
+                if attempt.retry_state.attempt_number > 1:
                     run.run_id = new_run_id()
                 ended = await self._attempt(run)
             if attempt.retry_state.outcome and not attempt.retry_state.outcome.failed:
@@ -128,7 +140,7 @@ class Attempts:
                 job,
                 run_env=_run_env(run),
                 stop=run.stop_event,
-                on_spawn=lambda pid: setattr(run, "pgid", pid),
+                on_spawn=lambda pid: self._spawned(run, pid),
                 policy=self.policy,
             )
             return self.end(run, classify(job, result, run.stop_reason), result)
@@ -137,6 +149,11 @@ class Attempts:
                 limit.release()
             if self._coordinator is not None:
                 self._coordinator.release(run.run_id)
+
+    def _spawned(self, run: Run, pid: int) -> None:
+        """The run's process group started: note where it is, for a daemon after a crash."""
+        run.pgid = pid
+        self._emit(note_for(run.run_id, run.job.id, pid))
 
     async def _acquire(self, run: Run, limit: asyncio.Semaphore) -> bool:
         acquire = asyncio.ensure_future(limit.acquire())
@@ -179,6 +196,22 @@ class Attempts:
             f" ({ended.error})" if ended.error else "",
         )
         return ended
+
+
+class _Shifted(tenacity.wait.wait_base):
+    """A wait strategy for attempts counted from `by` + 1: a retry resumed after a restart
+    waits as the attempt it is, not as a first one."""
+
+    def __init__(self, wait: tenacity.wait.wait_base, by: int) -> None:
+        self._wait = wait
+        self._by = by
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        if not self._by:
+            return float(self._wait(retry_state))
+        shifted = copy.copy(retry_state)
+        shifted.attempt_number += self._by
+        return float(self._wait(shifted))
 
 
 def _claim(run: Run) -> Claim:

@@ -76,4 +76,4 @@ class AuditLog:
         except OSError as exc:
             self._failures.failed(self.path, exc)
         else:
-            self._failures.succeeded(self.path)
+            self._failures.succeeded(self.path, terminal=True)

@@ -46,6 +46,7 @@ class Scheduler:
         execute_action: Execute = execute,
         policy: Policy | None = None,
         coordinator: Coordinator | None = None,
+        on_queue: Callable[[str, list[tuple[datetime, Trigger]]], None] | None = None,
     ) -> None:
         """Args:
         clock: the time; tests drive a fake one.
@@ -53,8 +54,10 @@ class Scheduler:
         execute_action: runs one attempt of a job (kron.actions.dispatch.execute).
         policy: `[policy]`, checked again whenever an attempt fires.
         coordinator: asked before every launch; None grants them all.
+        on_queue: told a job's catch-up queue whenever it changes, to keep it across a crash.
         """
         self._clock = clock
+        self._on_queue = on_queue
         self._attempts = Attempts(
             clock=clock,
             execute=execute_action,
@@ -121,12 +124,14 @@ class Scheduler:
         now: datetime | None = None,
         last: RunEnded | None = None,
         last_success: datetime | None = None,
+        catchup: list[tuple[datetime, Trigger]] | None = None,
     ) -> None:
         """Schedule a job whose slots up to `cursor` were handled.
 
         Slots between `cursor` and now passed while kron was not running: they are missed, and
         the job's catch-up policy decides which of them run. Nothing else fires before the next
-        slot, so starting at 10:00:30 never runs a `* * * * *` job before 10:01:00.
+        slot, so starting at 10:00:30 never runs a `* * * * *` job before 10:01:00. `catchup`
+        holds slots decided before a stop or a crash that never ran: they go first.
         """
         now = now or self._clock.now()
         js = JobState(job=job, cursor=cursor, paused=paused)
@@ -138,6 +143,8 @@ class Scheduler:
             js.note(last)
             js.last_success_at = last_success or js.last_success_at
         self._jobs[job.id] = js
+        if catchup and job.enabled and not paused:
+            js.catchup.extend(catchup)
         horizon = now - jitter_offset(job.id, job.jitter)
         if cursor < horizon:
             first = self._next_fires.after(job.schedule, cursor)
@@ -146,6 +153,7 @@ class Scheduler:
                 self.handle_missed(js, slots, now, earlier=earlier)
             js.cursor = max(js.cursor, horizon)
         self._arm(js)
+        self._next_catchup(js)
 
     def update(self, job: Job) -> None:
         """Swap a job's definition; running runs finish under the one they started with."""
@@ -166,6 +174,7 @@ class Scheduler:
         if js is not None:
             js.generation += 1
             js.catchup.clear()
+            self._queue_changed(js)
             self._wake.set()
 
     @property
@@ -334,6 +343,7 @@ class Scheduler:
         if trigger is Trigger.CATCHUP and not queued and (alive or js.catchup):
             # Catch-up slots run one after another, oldest first, whatever the policy.
             js.catchup.append((slot, trigger))
+            self._queue_changed(js)
             return None
         if alive and job.concurrency is Concurrency.FORBID:
             self._record_slot(
@@ -361,16 +371,19 @@ class Scheduler:
                     self._clock.now(),
                     "catch-up dropped: a newer slot replaced it",
                 )
+                self._queue_changed(js)
         run = Run(job=job, slot=slot, trigger=trigger, upstream=upstream)
         js.runs.add(run)
         run.task = asyncio.ensure_future(self._run(js, run, waits_for))
         return run
 
-    async def _run(self, js: JobState, run: Run, waits_for: list[Run]) -> RunEnded | None:
+    async def _run(
+        self, js: JobState, run: Run, waits_for: list[Run], wait_s: float = 0.0
+    ) -> RunEnded | None:
         try:
             if waits_for:
                 await asyncio.gather(*(r.task for r in waits_for if r.task), return_exceptions=True)
-            ended = await self._attempts.run(run)
+            ended = await self._attempts.run(run, wait_s=wait_s)
         except Exception:
             log.exception("job %s: run %s failed inside kron", run.job.id, run.run_id)
             ended = self._attempts.end(
@@ -390,10 +403,35 @@ class Scheduler:
         self._next_catchup(js)
         return ended
 
+    def resume(self, job_id: str, ended: RunEnded, *, at: datetime) -> Run:
+        """Go on with the attempts of a run whose retry a stop or a crash left pending: the next
+        attempt of the launch `ended` recorded, at `at`."""
+        js = self._jobs[job_id]
+        run = Run(
+            job=js.job,
+            slot=ended.slot,
+            trigger=ended.trigger,
+            upstream=ended.upstream,
+            attempt=ended.attempt + 1,
+            state=RunState.RETRY_WAIT,
+        )
+        js.runs.add(run)
+        wait_s = max(0.0, (at - self._clock.now()).total_seconds())
+        log.info("job %s: resuming attempt %d of slot %s", job_id, run.attempt, ended.slot)
+        run.task = asyncio.ensure_future(self._run(js, run, [], wait_s=wait_s))
+        return run
+
     def _next_catchup(self, js: JobState) -> None:
         if js.catchup and not js.alive and self._jobs.get(js.job.id) is js and not self._stopping:
             slot, trigger = js.catchup.popleft()
+            self._queue_changed(js)
             self.fire(js.job.id, slot=slot, trigger=trigger, queued=True)
+
+    def _queue_changed(self, js: JobState) -> None:
+        """Tell the keeper of the queue (kron's state file) that it changed. A stop clears the
+        queue in memory only: the next start runs what is left of it."""
+        if self._on_queue is not None:
+            self._on_queue(js.job.id, list(js.catchup))
 
     # -- stopping ---------------------------------------------------------------------------
 

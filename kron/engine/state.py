@@ -44,6 +44,9 @@ class State:
     # Where each job stood at the last clean stop (disabled and paused jobs: the stop time),
     # so a job that produced no record for a while is not taken for one that missed slots.
     cursors: dict[str, datetime] = field(default_factory=dict)
+    # Catch-up slots decided but not yet run, oldest first: a crash or a stop must not lose
+    # them (the records show nothing of a slot until it starts).
+    catchup: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -57,6 +60,7 @@ class State:
             cursors=_times(raw.get("cursors", {})),
             paused=set(raw.get("paused", [])),
             boot_id=raw.get("boot_id"),
+            catchup=_queues(raw.get("catchup", {})),
         )
 
     def save(self) -> None:
@@ -66,6 +70,10 @@ class State:
             "paused": sorted(self.paused),
             "first_seen": {job: format_time(t) for job, t in sorted(self.first_seen.items())},
             "cursors": {job: format_time(t) for job, t in sorted(self.cursors.items())},
+            "catchup": {
+                job: [[format_time(slot), trigger] for slot, trigger in queue]
+                for job, queue in sorted(self.catchup.items())
+            },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -100,4 +108,14 @@ def _times(raw: Any) -> dict[str, datetime]:
                 found[job] = parse_time(text)
             except (TypeError, ValueError):
                 continue
+    return found
+
+
+def _queues(raw: Any) -> dict[str, list[tuple[datetime, str]]]:
+    found: dict[str, list[tuple[datetime, str]]] = {}
+    for job, queue in raw.items() if isinstance(raw, dict) else ():
+        try:
+            found[job] = [(parse_time(slot), str(trigger)) for slot, trigger in queue]
+        except (TypeError, ValueError):
+            continue
     return found

@@ -20,13 +20,21 @@ from typing import Protocol
 from kron.engine import records
 from kron.model.clock import Clock
 from kron.model.job import Retention
-from kron.model.run import DeliveryNote, Outcome, RunEnded, RunRecord, RunStarted, read_line
+from kron.model.run import (
+    DeliveryNote,
+    Outcome,
+    ProcessNote,
+    RunEnded,
+    RunRecord,
+    RunStarted,
+    read_line,
+)
 
 __all__ = ["FileRecordStore", "Line", "RecordStore", "Standing", "last_outcomes"]
 
 log = logging.getLogger("kron.records")
 
-Line = RunRecord | DeliveryNote
+Line = RunRecord | DeliveryNote | ProcessNote
 
 
 @dataclass(kw_only=True, slots=True)
@@ -37,6 +45,14 @@ class Standing:
     unfinished: list[RunStarted] = field(default_factory=list)  # started, never ended
     last: RunEnded | None = None  # the newest terminal record
     last_success: RunEnded | None = None
+    recent: list[Line] = field(default_factory=list)  # the tail of its records, oldest first
+
+    def process_of(self, run_id: str) -> ProcessNote | None:
+        """Where a run's processes were, if it got as far as starting them."""
+        for line in reversed(self.recent):
+            if isinstance(line, ProcessNote) and line.run_id == run_id:
+                return line
+        return None
 
 
 class RecordStore(Protocol):
@@ -96,46 +112,66 @@ class Failing:
     error: str
     since: float  # time.time() of the first failure in a row
     count: int = 0  # failed writes in a row
-    unsaid: int = 0  # failed writes since the last log line
-    said_at: float = 0.0  # time.monotonic() of the last log line
+
+
+@dataclass(kw_only=True, slots=True)
+class _Said:
+    """What the log was last told about a file; it outlives a streak of failures, because a
+    nearly full disk takes short lines and refuses long ones, and must not flap in the log."""
+
+    at: float  # time.monotonic() of the last "cannot write" line
+    unsaid: int = 0  # failed writes since it
+    streak_said: bool = False  # whether the current streak was logged
 
 
 class WriteFailures:
-    """Failed record writes, said once a minute per file with a count, not once per write (a
-    full disk fails every write). Runs go on; `kron status` and the metrics say so."""
+    """Failed record writes, said at most once a minute per file with a count, not once per
+    write (a full disk fails every write). Runs go on; `kron status` and the metrics say so."""
 
     LOG_EVERY_S = 60.0
 
     def __init__(self) -> None:
         self.failing: dict[Path, Failing] = {}
         self.total = 0  # failed writes since the daemon started
+        self._said: dict[Path, _Said] = {}
 
     def failed(self, path: Path, exc: OSError) -> None:
         self.total += 1
         now = time.monotonic()
+        error = str(exc.strerror or exc)
         entry = self.failing.get(path)
         if entry is None:
-            entry = self.failing[path] = Failing(error=str(exc.strerror or exc), since=time.time())
-            entry.said_at = now - self.LOG_EVERY_S
+            entry = self.failing[path] = Failing(error=error, since=time.time())
         entry.count += 1
-        entry.unsaid += 1
-        entry.error = str(exc.strerror or exc)
-        if now - entry.said_at >= self.LOG_EVERY_S:
+        entry.error = error
+        said = self._said.get(path)
+        if said is None:
+            said = self._said[path] = _Said(at=now - self.LOG_EVERY_S)
+        said.unsaid += 1
+        if now - said.at >= self.LOG_EVERY_S:
             log.error(
                 "cannot write records to %s: %s (%d failed writes%s; runs go on)",
                 path,
-                entry.error,
-                entry.unsaid,
-                "" if entry.unsaid == entry.count else f", {entry.count} since it began",
+                error,
+                said.unsaid,
+                "" if said.unsaid == entry.count else f", {entry.count} in a row",
             )
-            entry.said_at, entry.unsaid = now, 0
+            said.at, said.unsaid, said.streak_said = now, 0, True
 
-    def succeeded(self, path: Path) -> None:
-        entry = self.failing.pop(path, None) if self.failing else None
-        if entry is not None:
+    def succeeded(self, path: Path, *, terminal: bool) -> None:
+        """A write to `path` worked. Only a run's terminal record, the longest line of a run,
+        ends a streak: on a nearly full disk the short lines still fit."""
+        if not self.failing or not terminal:
+            return
+        entry = self.failing.pop(path, None)
+        if entry is None:
+            return
+        said = self._said[path]
+        if said.streak_said:
             log.warning(
                 "records are written to %s again, after %d failed writes", path, entry.count
             )
+            said.streak_said = False
 
 
 class FileRecordStore:
@@ -168,8 +204,9 @@ class FileRecordStore:
         except OSError as exc:
             self.failures.failed(path, exc)
             return
-        self.failures.succeeded(path)
-        if isinstance(line, RunEnded):
+        terminal = isinstance(line, RunEnded)
+        self.failures.succeeded(path, terminal=terminal)
+        if terminal:
             self._count(line.job)
 
     def set_retention(self, job_id: str, retention: Retention | None) -> None:
@@ -246,6 +283,7 @@ class FileRecordStore:
             ],
             last=self.last_terminal(job_id),
             last_success=self.last_terminal(job_id, Outcome.SUCCEEDED),
+            recent=self.recent(job_id),
         )
 
     def runs(

@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "Outcome",
     "Output",
+    "ProcessNote",
     "RunEnded",
     "RunRecord",
     "RunStarted",
@@ -205,7 +206,32 @@ class RunEnded(RunRecord):
         return line
 
 
-Event = RunStarted | RunEnded
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessNote:
+    """Where a run's processes are: written once its process group starts, so that the next
+    daemon can find them again after a crash. `start_ticks` (the leader's start time, from
+    /proc) and `boot_id` rule out a pid that was used again."""
+
+    run_id: str
+    job: str
+    pgid: int
+    start_ticks: int | None
+    boot_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "run_id": self.run_id,
+            "job": self.job,
+            "process": {
+                "pgid": self.pgid,
+                "start_ticks": self.start_ticks,
+                "boot_id": self.boot_id,
+            },
+        }
+
+
+Event = RunStarted | RunEnded | ProcessNote
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -243,11 +269,15 @@ _KNOWN = frozenset(
 )
 
 
-def read_line(line: Mapping[str, Any]) -> RunRecord | DeliveryNote | None:
+def read_line(line: Mapping[str, Any]) -> RunRecord | DeliveryNote | ProcessNote | None:
     """The record a decoded line holds, or None for a line that is not one kron can read."""
     try:
-        if "outcome" not in line and isinstance(line.get("delivery"), Mapping):
-            return _note(line)
+        if "outcome" not in line:
+            if isinstance(line.get("delivery"), Mapping):
+                return _note(line)
+            if isinstance(line.get("process"), Mapping):
+                return _process(line)
+            return None
         return _run(line)
     except (KeyError, TypeError, ValueError):
         return None
@@ -300,6 +330,18 @@ def _note(line: Mapping[str, Any]) -> DeliveryNote:
         attempts=_int(delivery.get("attempts", 0)),
         error=error if isinstance(error, str) else None,
         at=parse_time(line["at"]),
+    )
+
+
+def _process(line: Mapping[str, Any]) -> ProcessNote:
+    process = line["process"]
+    ticks = process.get("start_ticks")
+    return ProcessNote(
+        run_id=_str(line["run_id"]),
+        job=_str(line["job"]),
+        pgid=_int(process["pgid"]),
+        start_ticks=ticks if isinstance(ticks, int) else None,
+        boot_id=str(process.get("boot_id") or ""),
     )
 
 

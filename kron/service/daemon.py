@@ -150,7 +150,7 @@ class Daemon:
         now = self.clock.now()
         self.stats.started_at = now
         jobs = self.catalog.active
-        runtime.start(jobs, now=now, boot_id=self.boot_id)
+        await runtime.start(jobs, now=now, boot_id=self.boot_id)
         audit = runtime.audit
         assert audit is not None  # a daemon's runtime keeps one
         with audit.batch():

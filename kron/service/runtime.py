@@ -17,14 +17,15 @@ from kron.engine.audit import AuditLog
 from kron.engine.budget import AgentBudget
 from kron.engine.chain import Chains
 from kron.engine.coordinator import JobsDirLock, LocalCoordinator
+from kron.engine.recovery import group_alive, stop_group
 from kron.engine.runs import Run
 from kron.engine.scheduler import Scheduler
-from kron.engine.startup import Startup, abandoned, where_it_stands
+from kron.engine.startup import Startup, abandoned, missed_retry, retry_is_late, where_it_stands
 from kron.engine.state import State, kron_dir
 from kron.engine.store import FileRecordStore
 from kron.model.clock import Clock
 from kron.model.job import Job
-from kron.model.run import Trigger
+from kron.model.run import ProcessNote, RunStarted, Trigger
 from kron.model.schedule import ScheduleKind
 from kron.model.settings import Settings
 from kron.notify.deliveries import Deliveries
@@ -74,6 +75,7 @@ class Runtime:
             policy=settings.policy,
             execute_action=functools.partial(execute, budget=self.budget),
             coordinator=self.coordinator,
+            on_queue=self._keep_queue,
         )
         self.scheduler.subscribe(self.store.append)
         # After the record writer: a delivery or a trigger always follows a written record.
@@ -87,17 +89,40 @@ class Runtime:
 
     # -- the job set ------------------------------------------------------------------------
 
-    def start(self, jobs: Mapping[str, Job], *, now: datetime, boot_id: str) -> None:
-        """Arm every job as the records and the state left it; record runs a crash left alive
-        `abandoned`; fire `@reboot` jobs on the first start of a boot."""
+    async def start(self, jobs: Mapping[str, Job], *, now: datetime, boot_id: str) -> None:
+        """Arm every job as the records and the state left it.
+
+        Before anything fires: runs a crash left alive are recorded `abandoned`, and those whose
+        processes still live are stopped first, so `forbid` and `replace` hold across the
+        crash. Then catch-up slots decided before the stop run first, retries left pending are
+        resumed (or recorded missed when too late), and `@reboot` jobs fire on the first start
+        of a boot.
+        """
         state = self.state
+        startups = {job.id: where_it_stands(job, self.store, state, now) for job in jobs.values()}
+        orphans = []
         for job in jobs.values():
-            standing = where_it_stands(job, self.store, state, now)
             state.first_seen.setdefault(job.id, now)
-            for started in standing.abandoned:
-                # Through the scheduler, as every record: the store writes it, metrics count it.
-                self.scheduler.emit(abandoned(job, started, now))
-            self._add(job, cursor=standing.cursor, now=now, standing=standing)
+            standing = startups[job.id].standing
+            for started in startups[job.id].abandoned:
+                note = standing.process_of(started.run_id)
+                if note is not None and group_alive(note):
+                    orphans.append(self._stop_orphan(job, started, note))
+                else:
+                    # Through the scheduler, as every record: the store writes it, metrics count.
+                    self.scheduler.emit(abandoned(job, started, now))
+        if orphans:
+            await asyncio.gather(*orphans)
+        for job in jobs.values():
+            startup = startups[job.id]
+            if job.enabled and not self.coordinator.is_paused(job.id):
+                state.catchup.pop(job.id, None)  # the scheduler takes (and keeps) the queue
+            self._add(job, cursor=startup.cursor, now=now, standing=startup)
+            for last, due in startup.retries:
+                if retry_is_late(job, due, now):
+                    self.scheduler.emit(missed_retry(job, last, due, now))
+                else:
+                    self.scheduler.resume(job.id, last, at=due)
         if state.boot_id != boot_id:
             state.boot_id = boot_id
             for job in jobs.values():
@@ -137,7 +162,27 @@ class Runtime:
             now=now,
             last=standing.last if standing else None,
             last_success=standing.last_success if standing else None,
+            catchup=standing.catchup if standing else None,
         )
+
+    async def _stop_orphan(self, job: Job, started: RunStarted, note: ProcessNote) -> None:
+        """Stop what a crashed daemon's run left running, then record the run abandoned."""
+        log.warning(
+            "job %s: run %s of the previous daemon still runs (process group %d); stopping it",
+            job.id,
+            started.run_id,
+            note.pgid,
+        )
+        sent = await stop_group(note, job.kill_grace)
+        self.scheduler.emit(abandoned(job, started, self.clock.now(), stopped=sent))
+
+    def _keep_queue(self, job_id: str, queue: list[tuple[datetime, Trigger]]) -> None:
+        """Keep a job's catch-up queue in the state file, so a crash does not lose it."""
+        if queue:
+            self.state.catchup[job_id] = [(slot, trigger.value) for slot, trigger in queue]
+        elif self.state.catchup.pop(job_id, None) is None:
+            return
+        self.state.save_logged()
 
     # -- operations (the control API's) ---------------------------------------------------
 
