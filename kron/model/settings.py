@@ -33,4 +33,6 @@ class Settings:
     max_runs_per_day: int | None = None
     max_tokens_per_day: int | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    kubeconfig: Path | None = None  # [wait] kubeconfig: for k8s: probes of jobs without their own
+    kube_context: str | None = None  # [wait] context
     policy: Policy = _NO_POLICY
