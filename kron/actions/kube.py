@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import yaml
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig, SingleConfig
 from lightkube.config.models import Cluster as ClusterEntry
 from lightkube.config.models import User
@@ -122,15 +123,21 @@ def find_cluster(
     if refused:
         raise NoCluster("; ".join(refused))
     try:
-        single = KubeConfig.from_file(path).get(context)
+        data = yaml.safe_load(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise NoCluster(f"kubeconfig {path} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise NoCluster(f"kubeconfig {path} is not a mapping of clusters, contexts and users")
+    try:
+        single = KubeConfig.from_dict(data, fname=path).get(context)
     except ConfigError as exc:
         if context is None and "No current context" in str(exc):
             raise NoCluster(f"kubeconfig {path} has no current-context; set wait.context") from None
         raise NoCluster(f"kubeconfig {path}: {exc}") from None
-    # A malformed file fails inside lightkube with whatever its parsing raises (KeyError,
-    # AttributeError, YAML and msgspec errors); each is a bad kubeconfig, never a crash.
+    # lightkube reports a malformed entry with whatever its parsing raises (KeyError for a
+    # missing key, msgspec's errors for a wrong type...): each is a bad file, never a crash.
     except Exception as exc:
-        raise NoCluster(f"kubeconfig {path} cannot be read: {type(exc).__name__}: {exc}") from None
+        raise NoCluster(f"kubeconfig {path} is malformed ({type(exc).__name__}: {exc})") from None
     assert single is not None  # get() returns the default only when one is given
     if single.user is None:  # a context without a user: anonymous, as kubectl without a prompt
         single = single._replace(user=User())

@@ -358,7 +358,7 @@ def _kube_probe(atom: str) -> KubeProbe:
     ref, colon, wanted = (part.strip() for part in atom[4:].strip().partition(":"))
     if not colon or not wanted:
         raise ValueProblem(f"{atom!r} names no condition; {_K8S_USAGE}")
-    parts = ref.split("/")
+    parts = [part.strip() for part in ref.split("/")]
     kind = kind_named(parts[0], within=atom)
     if len(parts) != (3 if kind.namespaced else 2) or not all(parts):
         where = "live in a namespace" if kind.namespaced else "are cluster-wide"

@@ -217,10 +217,13 @@ def kind_named(written: str, *, within: str) -> Kind:
         return kind
     if kind is not None:
         raise ValueProblem(
-            f"{kind.plural} are in the API group {kind.group or 'core'!r}, not {group!r}"
+            f"{kind.plural} are in the API group {kind.group or 'core'!r}, not {group!r} "
+            f"(in {within!r})"
         )
     if name in _NO_CONDITIONS:
-        raise ValueProblem(f"{_NO_CONDITIONS[name]} have no status conditions to wait for")
+        raise ValueProblem(
+            f"{_NO_CONDITIONS[name]} have no status conditions to wait for (in {within!r})"
+        )
     close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     known = ", ".join(
