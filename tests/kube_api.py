@@ -127,7 +127,9 @@ class FakeKubeApi:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def server(self) -> str:
@@ -191,6 +193,7 @@ class FakeKubeApi:
         server: str | None = None,
         contexts: Mapping[str, str] | None = None,
         current: str | None = "test",
+        user: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a kubeconfig as kubectl does: the CA inline, a token user, one context per
         server in `contexts` (name -> server; default: `test` -> this server)."""
@@ -203,7 +206,7 @@ class FakeKubeApi:
                 {"name": name, "cluster": {"server": url, "certificate-authority-data": ca}}
                 for name, url in contexts.items()
             ],
-            "users": [{"name": "kron", "user": {"token": token or self.token}}],
+            "users": [{"name": "kron", "user": user or {"token": token or self.token}}],
             "contexts": [
                 {"name": name, "context": {"cluster": name, "user": "kron"}} for name in contexts
             ],

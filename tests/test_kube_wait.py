@@ -329,7 +329,12 @@ def test_without_kubeconfig_the_file_in_home_is_read_and_its_absence_is_said(
             "",
             "k8s: kubeconfig {path} is not a mapping of clusters, contexts and users",
         ),
-        ("clusters: [\n", "", "k8s: kubeconfig {path} cannot be read: "),
+        (
+            "clusters: [\n",
+            "",
+            "k8s: kubeconfig {path} is not YAML: "
+            "expected the node content, but found '<stream end>' (line 2, column 1)",
+        ),
         ("contexts: []\n", "", "k8s: kubeconfig {path} is malformed (KeyError: 'clusters')"),
         (None, 'context = "staging"', "k8s: kubeconfig {path}: Context 'staging' not found"),
         ("VALID-NO-CURRENT", "", "k8s: kubeconfig {path} has no current-context; set wait.context"),
@@ -346,9 +351,7 @@ def test_a_kubeconfig_that_cannot_be_used_is_a_probe_failure_that_says_why(
     else:
         path.write_text(content)
     job = kube_job(jobs_dir, "k8s:no/n1:Ready", wait=f'kubeconfig = "kubeconfig"\n{wait}')
-    result = wait_of(job, time=FakeTime())
-    assert result.reason is not None
-    assert result.reason.startswith(reason.format(path=path))
+    assert wait_of(job, time=FakeTime()).reason == reason.format(path=path)
     assert api.seen == []
 
 
@@ -363,6 +366,42 @@ def test_a_kubeconfig_others_can_write_is_refused_at_probe_time_too(
         f"run chmod g-w {config}"
     )
     assert api.seen == []
+
+
+def _plugin(tmp_path: Path, script: str) -> dict[str, Any]:
+    path = tmp_path / "credential-plugin"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(path)}}
+
+
+def test_an_exec_credential_plugin_gives_the_token_and_its_failure_is_the_reason(
+    jobs_dir: Path, api: FakeKubeApi, tmp_path: Path
+) -> None:
+    # How EKS, GKE and AKS clusters hand out tokens: kubectl runs a command that prints them.
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "status": {"token": TOKEN},
+    }
+    api.put(DEPLOYMENT_PATH, deployment(PROGRESSING, AVAILABLE))
+    plugin = _plugin(tmp_path, f"echo '{json.dumps(credential)}'")
+    api.kubeconfig(jobs_dir / "kubeconfig", user=plugin)
+    job = kube_job(jobs_dir, "k8s:deploy/prod/api:Available", wait='kubeconfig = "kubeconfig"')
+    assert wait_of(job, time=FakeTime()).satisfied is True
+    assert [s.authorization for s in api.seen] == [f"Bearer {TOKEN}"]
+    failing = _plugin(tmp_path, "echo 'the SSO session has expired' >&2; exit 1")
+    api.kubeconfig(jobs_dir / "kubeconfig", user=failing)
+    assert wait_of(job, time=FakeTime()).reason == (
+        f"k8s: credentials: Exec {failing['exec']['command']} returned 1: "
+        "the SSO session has expired"
+    )
+    garbled = _plugin(tmp_path, "echo 'please log in'")
+    api.kubeconfig(jobs_dir / "kubeconfig", user=garbled)
+    assert wait_of(job, time=FakeTime()).reason == (
+        "k8s: credentials: the exec plugin printed no JSON "
+        "(Expecting value: line 1 column 1 (char 0))"
+    )
 
 
 def test_in_a_pod_the_service_account_token_and_ca_are_used(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import msgspec
 import yaml
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig, SingleConfig
 from lightkube.config.models import Cluster as ClusterEntry
@@ -124,8 +126,10 @@ def find_cluster(
         raise NoCluster("; ".join(refused))
     try:
         data = yaml.safe_load(path.read_bytes())
-    except (OSError, yaml.YAMLError) as exc:
-        raise NoCluster(f"kubeconfig {path} cannot be read: {exc}") from None
+    except OSError as exc:
+        raise NoCluster(f"kubeconfig {path} cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise NoCluster(f"kubeconfig {path} is not YAML: {_yaml_error(exc)}") from None
     if not isinstance(data, dict):
         raise NoCluster(f"kubeconfig {path} is not a mapping of clusters, contexts and users")
     try:
@@ -142,6 +146,13 @@ def find_cluster(
     if single.user is None:  # a context without a user: anonymous, as kubectl without a prompt
         single = single._replace(user=User())
     return Cluster(server=single.cluster.server.rstrip("/"), config=single)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: the problem and where (its own spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def _in_cluster(env: Mapping[str, str], service_account: Path) -> bool:
@@ -206,6 +217,12 @@ async def read_condition(
         within = format_duration(probe_timeout)
         reason = f"k8s: no answer from {cluster.server} within {within}"
         return Reading(False, False, reason)
+    # A kubeconfig's exec credential plugin runs inside lightkube's request and can fail in
+    # ways it does not wrap (its output is not the JSON it expects); a probe reports, never
+    # raises into the run.
+    except Exception as exc:
+        log.warning("k8s: probe of %s failed", probe.text, exc_info=True)
+        return Reading(False, None, f"k8s: {type(exc).__name__}: {exc}")
 
 
 async def _get_and_judge(cluster: Cluster, probe: KubeProbe, limit_s: float) -> Reading:
@@ -226,9 +243,11 @@ async def _get_and_judge(cluster: Cluster, probe: KubeProbe, limit_s: float) -> 
         raise
     except httpx2.HTTPError as exc:
         return Reading(False, False, f"k8s: {cluster.server}: {connection_reason(exc)}")
-    except ConfigError as exc:  # an exec credential plugin that failed
-        return Reading(False, None, f"k8s: {exc}")
-    except ValueError as exc:  # not JSON, or JSON that is not an object (msgspec, dict())
+    except (ConfigError, OSError) as exc:  # an exec credential plugin that failed to run
+        return Reading(False, None, f"k8s: credentials: {str(exc).strip()}")
+    except json.JSONDecodeError as exc:  # lightkube reads only an exec plugin's output with json
+        return Reading(False, None, f"k8s: credentials: the exec plugin printed no JSON ({exc})")
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:  # a 200 that is not an object
         return Reading(False, True, f"k8s: the answer is not a Kubernetes object ({exc})")
     return judge(probe, dict(found))
 
