@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import trustme
+import yaml
 from kubernetes_validate.utils import latest_version, schema_contents
 
 from kron.actions.kube import find_cluster, read_condition
@@ -689,6 +692,51 @@ def test_each_kind_is_read_at_its_own_api_path(
     api.put(path, obj)
     assert probe_with(jobs_dir, api, until).record() == {"satisfied": True, "waited_s": 0.0}
     assert [s.path for s in api.seen] == [path]
+
+
+# -- the docs -----------------------------------------------------------------------------
+
+DOC = Path(__file__).parent.parent / "docs" / "kubernetes-wait.md"
+
+
+def _blocks(language: str) -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def test_the_docs_list_every_kind_with_its_api_version_resource_and_scope() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for kind in KINDS:
+        short = ", ".join(f"`{name}`" for name in kind.short_names)
+        scope = "namespaced" if kind.namespaced else "cluster-wide"
+        row = f"| `{kind.singular}` | {short} | `{kind.api_version}` | `{kind.plural}` | {scope} |"
+        assert row in text
+
+
+def test_the_rbac_examples_in_the_docs_are_valid_kubernetes_objects() -> None:
+    documents = [doc for block in _blocks("yaml") for doc in yaml.safe_load_all(block)]
+    assert [d["kind"] for d in documents] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ]
+    for document in documents:
+        kubernetes_validate.validate(document, latest_version(), strict=True)
+    role = documents[1]
+    assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]] == [
+        ([kind_named("deployment", within="").group], ["deployments"], ["get"]),
+        ([kind_named("job", within="").group], ["jobs"], ["get"]),
+    ]
+
+
+def test_the_job_in_the_docs_loads(jobs_dir: Path) -> None:
+    job = make_job(jobs_dir, "smoke-tests.toml", _blocks("toml")[0])
+    assert job.wait is not None
+    assert parse_condition(job.wait.until).text == (
+        "and(k8s:deployment/prod/api:Available, k8s:job/prod/migrate:Complete)"
+    )
 
 
 # -- in a daemon --------------------------------------------------------------------------
