@@ -358,6 +358,22 @@ def test_a_kubeconfig_that_cannot_be_used_is_a_probe_failure_that_says_why(
     assert api.seen == []
 
 
+def test_a_kubeconfig_path_the_system_refuses_is_a_clear_error_at_load_and_at_probe_time(
+    jobs_dir: Path, tmp_path: Path, write: Any
+) -> None:
+    long_name = "k" * 300  # longer than a file name may be: stat fails with ENAMETOOLONG
+    write(
+        "a.toml",
+        f'schedule = "@manual"\nshell = "true"\n[wait]\nuntil = "k8s:no/n1:Ready"\nkubeconfig = "{long_name}"\n',
+    )
+    assert [str(p).replace(str(jobs_dir) + os.sep, "") for p in load_dir(jobs_dir).problems] == [
+        f"a.toml:5:1: wait.kubeconfig: kubeconfig '{long_name}' cannot be read: File name too long"
+    ]
+    path = tmp_path / long_name
+    job = kube_job(jobs_dir, "k8s:no/n1:Ready", top=f'env = {{ KUBECONFIG = "{path}" }}')
+    assert wait_of(job, time=FakeTime()).reason == f"k8s: {path}: File name too long"
+
+
 def test_a_kubeconfig_others_can_write_is_refused_at_probe_time_too(
     jobs_dir: Path, api: FakeKubeApi, tmp_path: Path
 ) -> None:

@@ -96,6 +96,8 @@ async def locate(
     except TimeoutError:
         within = format_duration(probe_timeout)
         raise NoCluster(f"the client configuration could not be read within {within}") from None
+    except OSError as exc:  # a path kron may not enter, a name too long
+        raise NoCluster(f"{exc.filename or 'the client configuration'}: {exc.strerror}") from None
 
 
 def find_cluster(

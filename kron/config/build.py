@@ -113,12 +113,17 @@ def check_kubeconfig(b: Builder, pointer: list[str | int], path: Path) -> None:
     are not (CI). One that others can change is refused as an env_file is: its `exec` plugins
     run commands as the daemon's user.
     """
-    if not path.exists():
+    try:
+        path.stat()
+    except FileNotFoundError:
         b.problem(
             pointer,
             f"kubeconfig {str(path)!r} does not exist: k8s: conditions fail until it does",
             Severity.WARNING,
         )
+        return
+    except OSError as exc:  # a name too long, a folder kron may not enter
+        b.problem(pointer, f"kubeconfig {str(path)!r} cannot be read: {exc.strerror}")
         return
     for refusal in refusals(path, label=f"kubeconfig {path}"):
         b.problem(pointer, refusal)
