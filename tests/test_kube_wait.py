@@ -22,7 +22,7 @@ import trustme
 import yaml
 from kubernetes_validate.utils import latest_version, schema_contents
 
-from kron.actions.kube import find_cluster, read_condition
+from kron.actions.kube import find_cluster, judge, read_condition
 from kron.actions.wait import Breakers, WaitResult
 from kron.config.catalog import load_dir
 from kron.model.conditions import AllOf, KubeProbe, Not, parse_condition
@@ -508,6 +508,50 @@ def test_available_false_waits_for_the_opposite_and_not_inverts(
         result = probe_with(jobs_dir, api, until)
         found[until] = (result.satisfied, result.reason)
     assert found == cases
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ({}, (False, "k8s: no Available condition yet")),
+        ({"status": None}, (False, "k8s: no Available condition yet")),
+        ({"status": {"conditions": 5}}, (False, "k8s: no Available condition yet")),
+        (
+            {"status": {"conditions": ["Available", {"type": "Available"}]}},
+            (False, "k8s: no Available condition yet (has Available=None)"),
+        ),
+        (
+            {"status": {"conditions": [{"type": "AVAILABLE", "status": "TRUE"}]}},
+            (True, "k8s: AVAILABLE is TRUE"),
+        ),
+        (
+            {
+                "metadata": {"generation": 2},
+                "status": {
+                    "observedGeneration": 2,
+                    "conditions": [
+                        {"type": "Available", "status": "True", "observedGeneration": 1}
+                    ],
+                },
+            },
+            (False, "k8s: Available is True for generation 1; the object is at generation 2"),
+        ),
+        (
+            {
+                "metadata": {"generation": 2},
+                "status": {"conditions": [{"type": "Available", "status": "True"}]},
+            },
+            (True, "k8s: Available is True"),  # no observedGeneration anywhere: nothing to compare
+        ),
+    ],
+)
+def test_judging_an_object_takes_any_shape_without_raising(
+    found: dict[str, Any], expected: tuple[bool, str]
+) -> None:
+    probe = parse_condition("k8s:deployment/prod/api:Available")
+    assert isinstance(probe, KubeProbe)
+    reading = judge(probe, found)
+    assert (reading.holds, reading.reason) == expected
 
 
 def test_a_condition_from_an_older_generation_does_not_count(

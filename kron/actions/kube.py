@@ -7,7 +7,7 @@ named. The environment read is the run's (the daemon's, then env_file, then the 
 so a job that sets KUBECONFIG for its commands probes the same cluster they will use.
 
 Only wait.py imports this module, and only when a job waits on `k8s:`: lightkube (and its
-httpx2) costs ~200 ms and several MB, which a daemon without such jobs never pays.
+httpx2) costs ~160 ms and ~8 MB to load, which a daemon without such jobs never pays.
 """
 
 from __future__ import annotations
@@ -274,7 +274,9 @@ def judge(probe: KubeProbe, found: Mapping[str, Any]) -> Reading:
     status = status if isinstance(status, Mapping) else {}
     metadata = found.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
-    conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    listed = status.get("conditions")
+    listed = listed if isinstance(listed, list) else []
+    conditions = [c for c in listed if isinstance(c, Mapping)]
     for condition in conditions:
         kind, value = condition.get("type"), condition.get("status")
         if not isinstance(kind, str) or kind.lower() != probe.condition.lower():
