@@ -214,11 +214,11 @@ def test_a_combined_condition_is_written_back_in_canonical_form() -> None:
         ("   ", "empty condition"),
         (
             "ftp://files/x",
-            "unknown scheme 'ftp' in 'ftp://files/x'; use http://, https://, tcp://, file:, docker:, cmd:, and(...), or(...), not(...)",
+            "unknown scheme 'ftp' in 'ftp://files/x'; use http://, https://, tcp://, file:, docker:, k8s:, cmd:, and(...), or(...), not(...)",
         ),
         (
             "ready",
-            "unknown condition 'ready'; use http://, https://, tcp://, file:, docker:, cmd:, and(...), or(...), not(...)",
+            "unknown condition 'ready'; use http://, https://, tcp://, file:, docker:, k8s:, cmd:, and(...), or(...), not(...)",
         ),
         (
             "and(tcp://db:1, file:/x",
@@ -280,7 +280,7 @@ def test_kron_validate_reports_a_bad_condition_with_the_field_and_the_line(
     errors = sorted(str(p).replace(str(jobs_dir) + os.sep, "") for p in load_dir(jobs_dir).errors)
     assert errors == [
         "deploy.toml:5:1: wait.until: unbalanced parentheses: the `and(` at column 1 is never closed",
-        "probe.yaml:4:3: wait.until: unknown scheme 'gopher' in 'gopher://x'; use http://, https://, tcp://, file:, docker:, cmd:, and(...), or(...), not(...)",
+        "probe.yaml:4:3: wait.until: unknown scheme 'gopher' in 'gopher://x'; use http://, https://, tcp://, file:, docker:, k8s:, cmd:, and(...), or(...), not(...)",
     ]
 
 
@@ -409,11 +409,18 @@ def test_a_probe_that_outlasts_probe_timeout_counts_as_not_holding(
 # -- polling ------------------------------------------------------------------------------
 
 
-def test_a_wait_polls_every_interval_until_the_condition_holds(jobs_dir: Path) -> None:
+def test_a_wait_polls_every_interval_until_the_condition_holds_and_says_what_held_it_back(
+    jobs_dir: Path,
+) -> None:
     ready = jobs_dir / "ready"
     time = FakeTime(on_sleep=lambda n: ready.write_text("") if n == 3 else None)
     result = wait_of(waiting_job(jobs_dir, "file:ready", every="2s", timeout="1m"), time=time)
-    assert result.record() == {"satisfied": True, "waited_s": 6.0}
+    assert result.record() == {
+        "satisfied": True,
+        "waited_s": 6.0,
+        "blocking": "file:ready",
+        "reason": "does not exist",
+    }
     assert time.sleeps == [2.0, 2.0, 2.0]
 
 

@@ -27,6 +27,7 @@ from kron.model.conditions import (
     DockerProbe,
     FileProbe,
     HttpProbe,
+    KubeProbe,
     Not,
     Probe,
     TcpProbe,
@@ -128,6 +129,7 @@ class _Verdict:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Context:
     job: Job
+    wait: WaitSpec
     env: Mapping[str, str]
     probe_timeout: timedelta
     breakers: Breakers
@@ -155,18 +157,45 @@ async def _evaluate(condition: Condition, ctx: _Context) -> _Verdict:
         if verdict.satisfied:
             return _Verdict(False, condition.text, f"{condition.item.text} holds")
         return _Verdict(True)
+    if isinstance(condition, KubeProbe):
+        return await _kube(condition, ctx)
     guarded = isinstance(condition, HttpProbe | TcpProbe | DockerProbe)
-    if guarded and (left_s := ctx.breakers.blocked_for(condition.text)):
-        failures = ctx.breakers.failures(condition.text)
-        return _Verdict(
-            False,
-            condition.text,
-            f"not probed: unreachable {failures} times in a row; next probe in {left_s:.1f}s",
-        )
+    if guarded and (blocked := _blocked(condition, condition.text, ctx)):
+        return blocked
     found = await _probe_once(condition, ctx)
     if guarded:
         ctx.breakers.record(condition.text, reachable=found.reachable)
     return _Verdict(True) if found.holds else _Verdict(False, condition.text, found.reason)
+
+
+def _blocked(probe: Probe, target: str, ctx: _Context) -> _Verdict | None:
+    """A verdict without probing while `target`'s breaker is open; None when it may be probed."""
+    left_s = ctx.breakers.blocked_for(target)
+    if not left_s:
+        return None
+    failures = ctx.breakers.failures(target)
+    return _Verdict(
+        False,
+        probe.text,
+        f"not probed: unreachable {failures} times in a row; next probe in {left_s:.1f}s",
+    )
+
+
+async def _kube(probe: KubeProbe, ctx: _Context) -> _Verdict:
+    """Read a Kubernetes object's condition; the breaker is per API server, not per object."""
+    # Imported on first use (start-up, memory): only daemons with k8s: waits load lightkube.
+    from kron.actions import kube
+
+    try:
+        cluster = await kube.locate(ctx.wait, env=ctx.env, probe_timeout=ctx.probe_timeout)
+    except kube.NoCluster as exc:
+        return _Verdict(False, probe.text, f"k8s: {exc}")
+    if blocked := _blocked(probe, cluster.server, ctx):
+        return blocked
+    found = await kube.read_condition(cluster, probe, probe_timeout=ctx.probe_timeout)
+    if found.reached is not None:
+        ctx.breakers.record(cluster.server, reachable=found.reached)
+    return _Verdict(True) if found.holds else _Verdict(False, probe.text, found.reason)
 
 
 async def _probe_once(probe: Probe, ctx: _Context) -> _Found:
@@ -184,6 +213,7 @@ async def _probe_once(probe: Probe, ctx: _Context) -> _Found:
             # In a thread: a stat on a hung network mount must not stall the daemon.
             exists = await asyncio.wait_for(asyncio.to_thread(os.path.exists, path), limit_s)
             return _Found(exists, True, "exists" if exists else "does not exist")
+        assert isinstance(probe, DockerProbe)  # k8s: probes go through _kube
         # The SDK's own timeout ends the thread; the margin lets it report that first.
         return await asyncio.wait_for(asyncio.to_thread(_docker_state, probe, limit_s), limit_s + 1)
     except TimeoutError:
@@ -302,7 +332,11 @@ async def _cmd(probe: CmdProbe, ctx: _Context) -> _Found:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WaitResult:
-    """How a wait ended; `record()` is what goes in the run record under `wait`."""
+    """How a wait ended; `record()` is what goes in the run record under `wait`.
+
+    `blocking` and `reason` say what held the run back: at the end of a wait that did not hold,
+    at the last probe before it held of one that did (None when it held at once).
+    """
 
     until: str
     timeout: timedelta
@@ -314,7 +348,7 @@ class WaitResult:
 
     def record(self) -> dict[str, Any]:
         found: dict[str, Any] = {"satisfied": self.satisfied, "waited_s": self.waited_s}
-        if not self.satisfied:
+        if self.blocking is not None:
             found |= {"blocking": self.blocking, "reason": self.reason}
         return found
 
@@ -353,23 +387,27 @@ async def wait_until(
         Whether the condition held, how long it took, and what held it back.
     """
     condition = parse_condition(wait.until)
-    ctx = _Context(job=job, env=env, probe_timeout=wait.probe_timeout, breakers=breakers, stop=stop)
+    ctx = _Context(
+        job=job, wait=wait, env=env, probe_timeout=wait.probe_timeout, breakers=breakers, stop=stop
+    )
     start = clock()
     deadline = start + wait.timeout.total_seconds()
     every_s = max(wait.every.total_seconds(), _MIN_EVERY_S)
 
     def result(verdict: _Verdict, *, stopped: bool = False) -> WaitResult:
+        shown = held if verdict.satisfied else verdict
         return WaitResult(
             until=wait.until,
             timeout=wait.timeout,
             satisfied=verdict.satisfied,
             waited_s=round(clock() - start, 3),
-            blocking=verdict.blocking,
-            reason=verdict.reason,
+            blocking=shown.blocking if shown else None,
+            reason=shown.reason if shown else None,
             stopped=stopped,
         )
 
     last = _Verdict(False, condition.text, "not probed yet")
+    held: _Verdict | None = None  # the last verdict that held the run back
     while True:
         verdict = await until_stopped(_evaluate(condition, ctx), stop=stop)
         if isinstance(verdict, Interrupted):
@@ -377,6 +415,7 @@ async def wait_until(
         last = verdict
         if verdict.satisfied:
             return result(verdict)
+        held = verdict
         left_s = deadline - clock()
         if left_s <= 0:
             return result(verdict)

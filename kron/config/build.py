@@ -12,6 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +45,7 @@ from kron.model.settings import Settings
 from kron.model.trust import refusals
 from kron.model.units import format_duration, parse_duration, parse_size
 
-__all__ = ["Builder", "build_job", "merge_defaults", "zone_named"]
+__all__ = ["Builder", "build_job", "check_kubeconfig", "merge_defaults", "zone_named"]
 
 T = TypeVar("T")
 
@@ -116,6 +117,29 @@ class Builder:
         if value is None:
             return None
         return self.convert([*at, key], parse_duration, value, None)
+
+
+def check_kubeconfig(b: Builder, pointer: list[str | int], path: Path) -> None:
+    """Say what is wrong with a kubeconfig named in `[wait]`.
+
+    A missing one is only a warning: `kron validate` often runs where the cluster's credentials
+    are not (CI). One that others can change is refused as an env_file is: its `exec` plugins
+    run commands as the daemon's user.
+    """
+    try:
+        path.stat()
+    except FileNotFoundError:
+        b.problem(
+            pointer,
+            f"kubeconfig {str(path)!r} does not exist: k8s: conditions fail until it does",
+            Severity.WARNING,
+        )
+        return
+    except OSError as exc:  # a name too long, a folder kron may not enter
+        b.problem(pointer, f"kubeconfig {str(path)!r} cannot be read: {exc.strerror}")
+        return
+    for refusal in refusals(path, label=f"kubeconfig {path}"):
+        b.problem(pointer, refusal)
 
 
 def _timezone_of(
@@ -284,15 +308,25 @@ def build_job(
     retry = _retry(b, data["retry"]) if "retry" in data else _NO_RETRY
     wait = None
     if "wait" in data:
-        from kron.model.conditions import check_condition  # only jobs that wait pay for the import
+        # Only jobs that wait pay for the import.
+        from kron.model.conditions import check_condition, condition_warnings
 
         w = data["wait"]
+        until = b.convert(["wait", "until"], check_condition, w["until"], "")
+        for warning in condition_warnings(until) if until else ():
+            b.problem(["wait", "until"], warning, Severity.WARNING)
+        kubeconfig = settings.kubeconfig
+        if "kubeconfig" in w:
+            kubeconfig = doc.path.parent / Path(w["kubeconfig"]).expanduser()
+            check_kubeconfig(b, ["wait", "kubeconfig"], kubeconfig)
         wait = WaitSpec(
-            until=b.convert(["wait", "until"], check_condition, w["until"], ""),
+            until=until,
             every=b.duration(w, "every", timedelta(seconds=5), "wait"),
             timeout=b.duration(w, "timeout", timedelta(minutes=5), "wait"),
             probe_timeout=b.duration(w, "probe_timeout", timedelta(seconds=5), "wait"),
             on_timeout=WaitTimeoutAction(w.get("on_timeout", "fail")),
+            kubeconfig=kubeconfig,
+            context=w.get("context", settings.kube_context),
         )
     env, secret_env = _env(b, data)
     env_file = None

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from kron.config.build import Builder, zone_named
+from kron.config.build import Builder, check_kubeconfig, zone_named
 from kron.config.discovery import SETTINGS_NAMES
 from kron.config.documents import Document, read_document
 from kron.config.schema import problems_from_schema
@@ -56,6 +56,12 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
     zone = b.convert(["timezone"], zone_named, data.get("timezone", "UTC"), ZoneInfo("UTC"))
     policy = data.get("policy", {})
     records_dir = data.get("records_dir")
+    wait = data.get("wait", {})
+    kubeconfig = (
+        (jobs_dir / Path(wait["kubeconfig"]).expanduser()) if "kubeconfig" in wait else None
+    )
+    if kubeconfig is not None:
+        check_kubeconfig(b, ["wait", "kubeconfig"], kubeconfig)
     socket = data.get("control_socket")
     settings = Settings(
         path=path,
@@ -73,6 +79,8 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         max_tokens_per_day=data.get("max_tokens_per_day"),
         defaults=defaults,
         defaults_origin={key: _where(doc, ["defaults", key]) for key in defaults},
+        kubeconfig=kubeconfig,
+        kube_context=wait.get("context"),
         policy=Policy(
             deny=tuple(policy.get("deny", ())),
             allow=tuple(policy["allow"]) if "allow" in policy else None,

@@ -2,7 +2,9 @@
 
 `http://host:port/path==200` (or `==2xx`; without `==`, any 2xx), `https://...`,
 `tcp://host:port`, `file:/path` (relative: from the job's working directory),
-`docker:NAME:healthy`, `docker:NAME:running`, `cmd:...` (`/bin/sh -c`, exits 0), combined with
+`docker:NAME:healthy`, `docker:NAME:running`, `k8s:KIND/NAMESPACE/NAME:CONDITION` (a Kubernetes
+object's status condition; `k8s:KIND/NAME:CONDITION` for cluster-wide kinds; `=False` or
+`=Unknown` to wait for that status), `cmd:...` (`/bin/sh -c`, exits 0), combined with
 `and(...)`, `or(...)` and `not(...)`. Inside those, a condition ends at a comma or closing
 parenthesis outside quotes and its own parentheses. Parsing is pure: the loader checks every
 `wait.until` with it, so `kron validate` reports a bad condition with its field and line.
@@ -10,12 +12,14 @@ parenthesis outside quotes and its own parentheses. Parsing is pure: the loader 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from kron.model.errors import ValueProblem
+from kron.model.kinds import Kind, kind_named
 
 __all__ = [
     "AllOf",
@@ -25,17 +29,31 @@ __all__ = [
     "DockerProbe",
     "FileProbe",
     "HttpProbe",
+    "KubeProbe",
     "Not",
     "Probe",
     "TcpProbe",
     "check_condition",
     "check_http_url",
+    "condition_warnings",
     "parse_condition",
 ]
 
 _FUNCTION = re.compile(r"(and|or|not)\s*\(")
 _STATUS = re.compile(r"[1-5](\d\d|xx)")
-_KNOWN = "http://, https://, tcp://, file:, docker:, cmd:, and(...), or(...), not(...)"
+_KNOWN = "http://, https://, tcp://, file:, docker:, k8s:, cmd:, and(...), or(...), not(...)"
+# Kubernetes' own validation: a namespace is a DNS label, an object name a DNS subdomain, a
+# condition type a name with an optional DNS-subdomain prefix (`example.com/feature-1`).
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAMESPACE = re.compile(_DNS_LABEL)
+_OBJECT_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_CONDITION_TYPE = re.compile(
+    rf"({_DNS_LABEL}(\.{_DNS_LABEL})*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
+_STATUSES = {"true": "True", "false": "False", "unknown": "Unknown"}
+_K8S_USAGE = (
+    "write k8s:KIND/NAMESPACE/NAME:CONDITION, or k8s:KIND/NAME:CONDITION for cluster-wide kinds"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,6 +97,23 @@ class DockerProbe:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class KubeProbe:
+    """A Kubernetes object whose status condition `condition` must have `status`."""
+
+    text: str
+    kind: Kind
+    namespace: str | None  # None for cluster-wide kinds (nodes, CRDs)
+    name: str
+    condition: str  # the condition type, as written (matched ignoring case, as kubectl wait)
+    status: str  # True, False or Unknown
+
+    @property
+    def object(self) -> str:
+        """`deployments.apps "api"`, as Kubernetes names an object in its messages."""
+        return f'{self.kind.resource} "{self.name}"'
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CmdProbe:
     """A shell command that must exit 0."""
 
@@ -119,7 +154,7 @@ class Not:
         return f"not({self.item.text})"
 
 
-Probe = HttpProbe | TcpProbe | FileProbe | DockerProbe | CmdProbe
+Probe = HttpProbe | TcpProbe | FileProbe | DockerProbe | KubeProbe | CmdProbe
 Condition = Probe | AllOf | AnyOf | Not
 
 
@@ -133,6 +168,21 @@ def check_condition(text: str) -> str:
     """Return `text` if it parses as a condition; raise ValueProblem saying why not."""
     parse_condition(text)
     return text
+
+
+def condition_warnings(text: str) -> list[str]:
+    """What looks wrong in a condition that parses: a condition type its kind never has."""
+    found: list[str] = []
+    stack: list[Condition] = [parse_condition(text)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, AllOf | AnyOf):
+            stack.extend(reversed(item.items))
+        elif isinstance(item, Not):
+            stack.append(item.item)
+        elif isinstance(item, KubeProbe) and (message := _unknown_condition(item)):
+            found.append(message)
+    return found
 
 
 def check_http_url(url: str) -> str:
@@ -286,6 +336,8 @@ def _probe(atom: str, column: int) -> Probe:
                 "write docker:NAME:healthy or docker:NAME:running"
             )
         return DockerProbe(text=atom, container=name, state=state)
+    if atom.startswith("k8s:"):
+        return _kube_probe(atom)
     if atom.startswith("cmd:"):
         if not atom[4:].strip():
             raise ValueProblem(f"{atom!r} has no command; write cmd:<shell command>")
@@ -299,3 +351,62 @@ def _probe(atom: str, column: int) -> Probe:
         else f"unknown condition {atom!r}"
     )
     raise ValueProblem(f"{what}; use {_KNOWN}")
+
+
+def _kube_probe(atom: str) -> KubeProbe:
+    """`k8s:deployment/prod/api:Available`, `k8s:node/worker-1:Ready=False`."""
+    ref, colon, wanted = (part.strip() for part in atom[4:].strip().partition(":"))
+    if not colon or not wanted:
+        raise ValueProblem(f"{atom!r} names no condition; {_K8S_USAGE}")
+    parts = [part.strip() for part in ref.split("/")]
+    kind = kind_named(parts[0], within=atom)
+    if len(parts) != (3 if kind.namespaced else 2) or not all(parts):
+        where = "live in a namespace" if kind.namespaced else "are cluster-wide"
+        shape = "NAMESPACE/NAME" if kind.namespaced else "NAME"
+        raise ValueProblem(
+            f"{kind.plural} {where}: write k8s:{parts[0]}/{shape}:{wanted} (not {atom!r})"
+        )
+    namespace = parts[1] if kind.namespaced else None
+    name = parts[-1]
+    if namespace is not None and (len(namespace) > 63 or not _NAMESPACE.fullmatch(namespace)):
+        raise ValueProblem(
+            f"bad namespace {namespace!r} in {atom!r}: "
+            "lowercase letters, digits and '-', at most 63 characters"
+        )
+    if len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
+        raise ValueProblem(
+            f"bad object name {name!r} in {atom!r}: "
+            "lowercase letters, digits, '-' and '.', at most 253 characters"
+        )
+    condition, equals, status = (part.strip() for part in wanted.partition("="))
+    if not _CONDITION_TYPE.fullmatch(condition) or len(condition) > 316:
+        raise ValueProblem(f"bad condition type {condition!r} in {atom!r}; {_K8S_USAGE}")
+    if equals and status.lower() not in _STATUSES:
+        raise ValueProblem(
+            f"bad status {status!r} in {atom!r}; write {condition}=True, =False or =Unknown"
+        )
+    return KubeProbe(
+        text=atom,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        condition=condition,
+        status=_STATUSES[status.lower()] if equals else "True",
+    )
+
+
+def _unknown_condition(probe: KubeProbe) -> str | None:
+    known = probe.kind.conditions
+    if known is None or probe.condition.lower() in (c.lower() for c in known):
+        return None
+    if not known:
+        return (
+            f"Kubernetes sets no conditions on {probe.kind.plural}: {probe.text!r} holds only "
+            f"if another controller sets {probe.condition!r}"
+        )
+    close = difflib.get_close_matches(probe.condition, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{probe.kind.plural} have the conditions {', '.join(known)}: "
+        f"{probe.condition!r} is none of them{hint}"
+    )

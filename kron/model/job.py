@@ -125,6 +125,9 @@ class WaitSpec:
     timeout: timedelta
     probe_timeout: timedelta
     on_timeout: WaitTimeoutAction
+    # For k8s: probes; None: in-cluster service account, else KUBECONFIG or ~/.kube/config.
+    kubeconfig: Path | None = None
+    context: str | None = None  # None: the kubeconfig's current context
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -36,4 +36,6 @@ class Settings:
     # Where each [defaults] field is written (`kron.toml:7`), for messages about a job that
     # takes it: the job file does not show the value.
     defaults_origin: Mapping[str, str] = field(default_factory=dict)
+    kubeconfig: Path | None = None  # [wait] kubeconfig: for k8s: probes of jobs without their own
+    kube_context: str | None = None  # [wait] context
     policy: Policy = _NO_POLICY
