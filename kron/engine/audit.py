@@ -54,7 +54,10 @@ class AuditLog:
         path: Path | None = None,
         config_sha: str | None = None,
         error: str | None = None,
+        via: str | None = None,
     ) -> None:
+        """Log one event; `via` names the front end that asked for it (`mcp`), when not the
+        files or the command line."""
         line = {
             "time": format_time(self._clock.now()),
             "event": event,
@@ -63,6 +66,8 @@ class AuditLog:
             "config_sha": config_sha,
             "error": error,
         }
+        if via is not None:
+            line["via"] = via
         if self._pending is not None:
             self._pending.append(line)
         else:

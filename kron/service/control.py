@@ -7,6 +7,7 @@ Endpoints (all under /v1; job ids keep their slashes):
     POST /v1/jobs/<id>/run[?wait=1]     fire now (trigger manual); with wait, the final record
     POST /v1/jobs/<id>/pause            stop firing by schedule (persisted, survives restarts)
     POST /v1/jobs/<id>/resume
+        (these three take `via=mcp` from a front end other than the CLI, for the audit log)
     POST /v1/runs/<run_id>/cancel       stop the run's process tree; recorded `cancelled`
     POST /v1/pause?tag=k=v              pause (resume, cancel) every job with these tags
 """
@@ -80,9 +81,10 @@ class ControlAPI:
             job_id = "/".join(parts[1:-1])
             if self.view.job(job_id) is None:
                 return Response.error(404, self._unknown(job_id))
+            via = request.arg("via")
             if parts[-1] == "run":
-                return await self.run(job_id, wait=request.arg("wait") in ("1", "true"))
-            self.ops.set_paused(job_id, parts[-1] == "pause")
+                return await self.run(job_id, wait=request.arg("wait") in ("1", "true"), via=via)
+            self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
             shown = self.view.job(job_id)
             assert shown is not None  # checked above; nothing awaited since
             return Response.json(shown.to_json())
@@ -97,8 +99,8 @@ class ControlAPI:
         hint = difflib.get_close_matches(job_id, self.view.job_ids(), n=1)
         return f"no job {job_id!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
 
-    async def run(self, job_id: str, *, wait: bool) -> Response:
-        run = self.ops.run_now(job_id)
+    async def run(self, job_id: str, *, wait: bool, via: str | None = None) -> Response:
+        run = self.ops.run_now(job_id, via=via)
         if run is None or run.task is None:
             last = self.view.last_record(job_id)
             return Response.json({"outcome": "skipped", **(last.to_json() if last else {})}, 409)
