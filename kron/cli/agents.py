@@ -117,7 +117,7 @@ def _tags(values: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, wanted = value.partition("=")
         if not sep or not key:
-            raise UsageError(f"kron new: --tag wants KEY=VALUE, got {value!r}")
+            raise UsageError(f"--tag wants KEY=VALUE, got {value!r}")
         tags[key] = wanted
     return tags
 

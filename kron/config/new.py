@@ -254,7 +254,8 @@ def write_text(
         if os.path.lexists(twin):
             raise KronError(f"{twin} already exists (job {job_id!r}); nothing written")
     made = _make_folders(path.parent, jobs_dir)
-    tmp = path.with_name(f".{path.name}.kron-new-{secrets.token_hex(4)}")
+    # Hidden, so never read as a job; the suffix kept, so parsed as the format it is.
+    tmp = path.with_name(f".{path.stem}.kron-new-{secrets.token_hex(4)}{path.suffix}")
     linked = False
     try:
         _write_private(tmp, text)

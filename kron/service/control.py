@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,9 @@ from kron.model.errors import DaemonUnreachable, KronError
 from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
 from kron.service.view import DaemonView, Operations, RunView
+
+
+_VIA = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
 def default_socket_path(records_root: Path) -> Path:
@@ -82,6 +86,8 @@ class ControlAPI:
             if self.view.job(job_id) is None:
                 return Response.error(404, self._unknown(job_id))
             via = request.arg("via")
+            if via is not None and not _VIA.fullmatch(via):
+                return Response.error(400, f"via names a front end (such as mcp), not {via!r}")
             if parts[-1] == "run":
                 return await self.run(job_id, wait=request.arg("wait") in ("1", "true"), via=via)
             self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
