@@ -234,11 +234,24 @@ def check_draft(
 
 
 def write_new(
-    draft: Draft, *, jobs_dir: Path, settings: Settings, within: str | None = None
+    draft: Draft,
+    *,
+    jobs_dir: Path,
+    settings: Settings,
+    within: str | None = None,
+    spell: Callable[[str], str] = _flag,
 ) -> Created:
     """Write the draft's job file, checked by the daemon's loader first, atomically, and never
-    over an existing file (of either format: `a.toml` and `a.yaml` would be one job)."""
-    data = draft.data()
+    over an existing file (of either format: `a.toml` and `a.yaml` would be one job).
+
+    Args:
+        draft: the fields.
+        jobs_dir: the jobs directory.
+        settings: its kron.toml ([policy], defaults, the size limit).
+        within: the folder of the jobs directory the id must lie in (`.`: anywhere).
+        spell: how messages name a field (`--http-url`, or a tool's `http_url`).
+    """
+    data = draft.data(spell)
     path = job_path(draft.id, jobs_dir, draft.format, within=within)
     text = render(data, draft.format)
     return write_text(text, path=path, job_id=draft.id, jobs_dir=jobs_dir, settings=settings)

@@ -309,7 +309,11 @@ class AgentTools:
                 )
             _require_writable(audit_path)
             created = write_new(
-                draft, jobs_dir=self.jobs_dir, settings=settings, within=agents.folder
+                draft,
+                jobs_dir=self.jobs_dir,
+                settings=settings,
+                within=agents.folder,
+                spell=str,  # a tool's arguments are named as they are: `http_url`
             )
             AuditLog(audit_path, self.clock).write(
                 "create",

@@ -27,7 +27,6 @@ from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
 from kron.service.view import DaemonView, Operations, RunView
 
-
 _VIA = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
