@@ -349,3 +349,46 @@ def test_new_takes_the_zone_of_kron_toml_and_the_catalog_loads_the_file(
     assert loaded.problems == []
     assert loaded.jobs["ops/ping"].path == jobs_dir / "ops" / "ping.toml"
     assert os.listdir(jobs_dir / "ops") == ["ping.toml"]
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        (
+            "../up",
+            "'../up' is not a folder inside the jobs directory; write a relative path such as 'agents'",
+        ),
+        (
+            "/srv/jobs",
+            "'/srv/jobs' is not a folder inside the jobs directory; write a relative path such as 'agents'",
+        ),
+        ("agents/.private", "'agents/.private': kron never reads hidden folders"),
+    ],
+)
+def test_an_agents_folder_outside_what_kron_reads_is_an_error_of_kron_toml(
+    jobs_dir: Path, folder: str, message: str
+) -> None:
+    (jobs_dir / "kron.toml").write_text(f'[agents]\nfolder = "{folder}"\n')
+    result = run_cli("validate", "-q", "--jobs-dir", jobs_dir)
+    assert result.code == 1
+    assert result.lines == [
+        f"{jobs_dir / 'kron.toml'}:2:1: agents.folder: {message}",
+        "0 files: 0 valid, 1 with errors, 0 warnings",
+    ]
+
+
+def test_agents_settings_default_to_nothing_allowed_and_read_as_written(jobs_dir: Path) -> None:
+    from kron.config.settings import load_settings
+    from kron.model.settings import AgentSettings
+
+    assert load_settings(jobs_dir)[0].agents == AgentSettings(
+        folder=None, max_files_per_day=10, allow_run=False, allow_pause=False
+    )
+    (jobs_dir / "kron.toml").write_text(
+        '[agents]\nfolder = "./agents/"\nmax_files_per_day = 3\nallow_run = true\nallow_pause = true\n'
+    )
+    settings, problems = load_settings(jobs_dir)
+    assert (problems, settings.agents) == (
+        [],
+        AgentSettings(folder="agents", max_files_per_day=3, allow_run=True, allow_pause=True),
+    )

@@ -40,7 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentP
     )
     p.add_argument("id", help="the job id; `a/b` is the file jobs.d/a/b.toml")
     p.add_argument(
-        "--schedule", required=True, help="cron expression or macro (`@daily`, `@at ISO`, ...)"
+        "--schedule",
+        required=True,
+        metavar="EXPR",
+        help="cron expression or macro (`@daily`, `@at ISO`, ...)",
     )
     p.add_argument("--shell", metavar="LINE", help="action: a line for /bin/sh -c")
     p.add_argument(
