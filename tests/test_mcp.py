@@ -689,3 +689,28 @@ def test_an_agent_schedules_a_follow_up_that_the_daemon_fires_and_delivers(
     )
     delay = datetime.fromisoformat(add["time"]) - datetime.fromisoformat(create["time"])
     assert timedelta(0) <= delay < timedelta(seconds=1)
+
+
+def test_the_daily_count_reads_the_rotated_log_and_skips_yesterday_others_and_a_torn_line(
+    tmp_path: Path,
+) -> None:
+    from kron.engine.audit import AuditLog, count_events
+
+    from .clock import FakeClock
+
+    path = tmp_path / ".kron" / "audit.jsonl"
+    clock = FakeClock(datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC))
+    AuditLog(path, clock).write("create", job="agents/old", via="mcp")  # yesterday
+    anyio.run(clock.set, datetime(2026, 12, 2, 0, 0, 0, tzinfo=UTC))
+    AuditLog(path, clock).write("create", job="agents/a", via="mcp")
+    path.replace(path.with_name("audit.jsonl.1"))  # rotated at a daemon start
+    log = AuditLog(path, clock)
+    log.write("create", job="agents/b", via="mcp")
+    log.write("create", job="by-hand")  # not through MCP
+    log.write("pause", job="agents/b", via="mcp")  # not a creation
+    with path.open("a") as handle:
+        handle.write('{"time":"2026-12-02T00:00:01Z","event":"create","via":"mcp","jo')  # torn
+    midnight = datetime(2026, 12, 2, tzinfo=UTC)
+    assert count_events(path, event="create", via="mcp", since=midnight) == 2
+    assert count_events(path, event="create", via="mcp", since=midnight - timedelta(days=1)) == 3
+    assert count_events(tmp_path / "none.jsonl", event="create", via="mcp", since=midnight) == 0

@@ -261,6 +261,10 @@ def write_text(
     text: str, *, path: Path, job_id: str, jobs_dir: Path, settings: Settings
 ) -> Created:
     """Write a job file's text to `path` once the loader accepts it there; never overwrite."""
+    size = len(text.encode("utf-8"))
+    if size > settings.max_file_size:  # refused before a byte reaches the disk
+        message = f"file is {size} bytes, over the {settings.max_file_size}-byte limit"
+        raise SpecError([Problem(path=str(path), message=message)])
     stem = path.with_suffix("")
     for suffix in JOB_SUFFIXES:
         twin = stem.with_name(stem.name + suffix)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from kron.engine import records
 from kron.model.clock import Clock
-from kron.model.times import format_time
+from kron.model.times import format_time, parse_time
 
-__all__ = ["AUDIT_MAX_BYTES", "AuditLog"]
+__all__ = ["AUDIT_MAX_BYTES", "AuditLog", "count_events"]
 
 log = logging.getLogger("kron.daemon")
 AUDIT_MAX_BYTES = 16 * 1024 * 1024
@@ -78,3 +80,29 @@ class AuditLog:
             records.append_many(self.path, lines)
         except OSError as exc:
             log.error("cannot write the audit log %s: %s", self.path, exc)
+
+
+def count_events(path: Path, *, event: str, via: str, since: datetime) -> int:
+    """How many `event` lines with this `via` the log (and its rotated part) holds since
+    `since`: `kron mcp`'s daily limit is counted where every such change is written anyway."""
+    needles = (f'"event":"{event}"'.encode(), f'"via":"{via}"'.encode())
+    count = 0
+    for part in (path.with_name(path.name + ".1"), path):
+        try:
+            data = part.read_bytes()
+        except FileNotFoundError:
+            continue
+        for raw in data.splitlines():
+            if not all(needle in raw for needle in needles):
+                continue  # most lines: no JSON parsing
+            try:
+                line = json.loads(raw)
+                if (
+                    line["event"] == event
+                    and line["via"] == via
+                    and parse_time(line["time"]) >= since
+                ):
+                    count += 1
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line
+    return count

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, time
@@ -24,7 +23,7 @@ from kron.config.documents import JOB_SUFFIXES, Document, read_document
 from kron.config.loader import load_job
 from kron.config.new import Draft, check_draft, job_path, next_fires, write_new
 from kron.config.settings import load_settings
-from kron.engine.audit import AuditLog
+from kron.engine.audit import AuditLog, count_events
 from kron.engine.state import kron_dir
 from kron.engine.store import FileRecordStore
 from kron.model.clock import Clock, RealClock
@@ -33,7 +32,7 @@ from kron.model.run import DeliveryNote, Outcome, RunRecord, RunStarted
 from kron.model.schedule import parse_schedule
 from kron.model.secrets import Secrets
 from kron.model.settings import Settings
-from kron.model.times import format_time, parse_time
+from kron.model.times import format_time
 from kron.model.units import parse_duration
 from kron.service.control import ControlClient, reach
 
@@ -300,7 +299,9 @@ class AgentTools:
         root = self.records_root(settings)
         audit_path = kron_dir(root) / "audit.jsonl"
         with _lock(kron_dir(root) / "agents.lock"):
-            today = created_today(audit_path, self.clock.now())
+            now = self.clock.now()
+            midnight = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
+            today = count_events(audit_path, event="create", via=VIA, since=midnight)
             if today >= agents.max_files_per_day:
                 raise KronError(
                     f"create_job: {today} job files were created through MCP today, the limit "
@@ -381,28 +382,6 @@ class AgentTools:
         if status >= 400:
             raise KronError(body.get("error", f"the daemon answered {status}"))
         return dict(body)
-
-
-def created_today(audit_path: Path, now: datetime) -> int:
-    """Job files created through MCP since 00:00 UTC, as the audit log (and its rotated part)
-    tells: the log is where every such change is written anyway, so it is the one count."""
-    midnight = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
-    count = 0
-    for path in (audit_path.with_name(audit_path.name + ".1"), audit_path):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        for raw in data.splitlines():
-            if b'"via":"mcp"' not in raw or b'"event":"create"' not in raw:
-                continue  # most lines: no JSON parsing
-            try:
-                line = json.loads(raw)
-                if parse_time(line["time"]) >= midnight:
-                    count += 1
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line
-    return count
 
 
 @contextlib.contextmanager
