@@ -446,6 +446,9 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(
                 f"no job 'nope' in {jobs_dir}"
             )
             assert await refused(session, "show_run", run_id="feed") == "no run 'feed'"
+            assert await refused(session, "job_history", job="../../etc/x") == (
+                "job id '../../etc/x': `..` would leave the jobs directory"
+            )
             assert await refused(session, "job_history", since="last tuesday") == (
                 "since: 'last tuesday' is neither a duration (2h, 7d) nor an ISO time"
             )

@@ -193,8 +193,8 @@ def job_path(job_id: str, jobs_dir: Path, fmt: str, *, within: str | None = None
     path = jobs_dir / (job_id + FORMATS.get(fmt, ".toml"))
     if len(parts) == 1 and path.name in SETTINGS_NAMES:
         raise UsageError(f"job id {job_id!r}: {path.name} is kron's settings file")
-    if within is not None and within != ".":
-        if not job_id.startswith(within + "/"):
+    if within is not None:
+        if within != "." and not job_id.startswith(within + "/"):
             suggestion = f"{within}/{parts[-1]}"
             raise UsageError(
                 f"job id {job_id!r} is outside the folder agents may write ({within}/ in "
@@ -254,10 +254,10 @@ def write_new(
     data = draft.data(spell)
     path = job_path(draft.id, jobs_dir, draft.format, within=within)
     text = render(data, draft.format)
-    return write_text(text, path=path, job_id=draft.id, jobs_dir=jobs_dir, settings=settings)
+    return _write_text(text, path=path, job_id=draft.id, jobs_dir=jobs_dir, settings=settings)
 
 
-def write_text(
+def _write_text(
     text: str, *, path: Path, job_id: str, jobs_dir: Path, settings: Settings
 ) -> Created:
     """Write a job file's text to `path` once the loader accepts it there; never overwrite."""

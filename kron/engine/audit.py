@@ -26,10 +26,12 @@ class AuditLog:
     before that is dropped), so a daemon restarted daily with 10,000 jobs keeps a bounded log.
     """
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, *, rotate: bool = True) -> None:
         self.path = path
         self._clock = clock
         self._pending: list[dict[str, str | None]] | None = None
+        if not rotate:  # another process's writer (`kron mcp`): the daemon rotates at its start
+            return
         try:
             if path.stat().st_size > AUDIT_MAX_BYTES:
                 path.replace(path.with_name(path.name + ".1"))

@@ -266,6 +266,8 @@ class AgentTools:
         except ValueError:
             known = ", ".join(o.value for o in Outcome if o is not Outcome.STARTED)
             raise KronError(f"no outcome {outcome!r}; known: {known}") from None
+        if job is not None:
+            job_path(job, self.jobs_dir, "toml")  # an id, never a path out of the records
         start = _parse_since(since, self.clock.now()) if since else None
         found = self.store(settings).runs(job=job, outcome=wanted, since=start)[: min(n, MAX_RUNS)]
         return {"runs": [_brief(r) for r in found]}
@@ -316,7 +318,7 @@ class AgentTools:
                 within=agents.folder,
                 spell=str,  # a tool's arguments are named as they are: `http_url`
             )
-            AuditLog(audit_path, self.clock).write(
+            AuditLog(audit_path, self.clock, rotate=False).write(
                 "create",
                 job=created.job.id,
                 path=created.path,
@@ -361,7 +363,7 @@ class AgentTools:
 
         path = self.job_file(job_id)
         root = self.records_root(settings)
-        AuditLog(kron_dir(root) / "audit.jsonl", self.clock).write(
+        AuditLog(kron_dir(root) / "audit.jsonl", self.clock, rotate=False).write(
             "run", job=job_id, path=path, via=VIA
         )
         # A loop of its own: the server calls this from a worker thread, as `kron run` would.
