@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -68,3 +70,22 @@ def test_the_operations_guide_copies_the_whole_jobs_directory_as_written(tmp_pat
     shipped = validate([], jobs_dir=ROOT / "jobs.d")
     assert [j.id for j in copied.jobs] == [j.id for j in shipped.jobs]
     assert copied.errors == []
+
+
+def _blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.DOTALL)
+
+
+def test_docs_agents_names_every_mcp_tool_and_its_examples_are_what_kron_writes() -> None:
+    from kron.config.new import Draft, render
+    from kron.service.mcp import load_tools
+
+    text = (ROOT / "docs" / "agents.md").read_text(encoding="utf-8")
+    rows = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
+    assert [t.name for t in load_tools() if f"`{t.name}`" not in rows] == []
+    config, create = (json.loads(block) for block in _blocks(text, "json")[:2])
+    assert config["mcpServers"]["kron"]["args"][:1] == ["mcp"]
+    # The worked example's file is the one create_job writes for the arguments shown.
+    draft = Draft(**{k: tuple(v) if isinstance(v, list) else v for k, v in create.items()})
+    written = next(b for b in _blocks(text, "toml") if b.startswith("description = "))
+    assert render(draft.data(str), "toml") == written

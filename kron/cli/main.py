@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from kron import __version__
-from kron.cli import files, ops, records
+from kron.cli import agents, files, ops, records
 from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from kron.model.errors import DaemonUnreachable, KronError, SpecError, UsageError
 
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stdout", action="store_true", help="print the result instead of replacing the file"
     )
+    agents.add_parsers(sub, common)
     return parser
 
 
@@ -211,4 +212,6 @@ _COMMANDS: dict[str, Command] = {
     "schema": files.schema,
     "fmt": files.fmt,
     "convert": files.convert,
+    "new": agents.new,
+    "mcp": agents.mcp,
 }

@@ -135,6 +135,17 @@ def read_document(
             os.close(fd)
     except OSError as exc:
         raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
+    return parse_document(
+        path, raw, max_size=max_size, identity=(st.st_mtime_ns, st.st_size, st.st_ino)
+    )
+
+
+def parse_document(
+    path: Path, raw: bytes, *, max_size: int, identity: tuple[int, int, int] | None = None
+) -> Document:
+    """Parse the bytes of a file named `path` (read, or a draft not yet written), with every
+    check read_document makes of a file's content."""
+    shown = str(path)
     if len(raw) > max_size:
         raise _fail(shown, f"file is over the {max_size}-byte limit")
     if b"\x00" in raw:
@@ -154,7 +165,7 @@ def read_document(
         raise _fail(shown, f"the file holds {kind}; a job file holds one table of fields", line=1)
     if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
         _check_shape(shown, data)
-    return Document(path, data, text, (st.st_mtime_ns, st.st_size, st.st_ino))
+    return Document(path, data, text, identity)
 
 
 def _vet_path(path: Path, vet: Callable[[os.stat_result], None]) -> None:

@@ -32,6 +32,11 @@ def _ordered(data: Any, schema: Mapping[str, Any] | None) -> Any:
     return {k: _ordered(data[k], props.get(k)) for k in keys}
 
 
+def canonical_data(data: Mapping[str, Any], kind: str = "job") -> Any:
+    """A job's (or kron.toml's) table with its keys in the schema's order, as `kron fmt` writes."""
+    return _ordered(data, load_schema(kind))
+
+
 def dump(data: Mapping[str, Any], to: str) -> str:
     """Write a job mapping as TOML or YAML."""
     if to == "toml":

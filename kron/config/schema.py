@@ -7,6 +7,7 @@ did you mean 'timeout'?`).
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -45,7 +46,11 @@ def _fast_validator(name: str) -> Callable[[Any], Any]:
 
     # use_default=False: validation must not write schema defaults into the data, or a
     # job's filled-in default would override a value from kron.toml's [defaults].
-    validator: Callable[[Any], Any] = fastjsonschema.compile(load_schema(name), use_default=False)
+    # A copy: fastjsonschema rewrites each `$ref` in place, and load_schema's dict is shared
+    # with `kron schema` and the MCP server's schema resource.
+    validator: Callable[[Any], Any] = fastjsonschema.compile(
+        copy.deepcopy(load_schema(name)), use_default=False
+    )
     return validator
 
 

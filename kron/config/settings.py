@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from kron.config.build import Builder, check_kubeconfig, zone_named
@@ -15,7 +17,7 @@ from kron.model.errors import Problem, Severity, SpecError
 from kron.model.job import ACTION_KEYS
 from kron.model.policy import Policy
 from kron.model.secrets import Secrets
-from kron.model.settings import DEFAULT_MAX_FILE_SIZE, Settings
+from kron.model.settings import DEFAULT_MAX_FILE_SIZE, AgentSettings, Settings
 from kron.model.trust import refusals
 from kron.model.units import parse_size
 
@@ -85,6 +87,7 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
             deny=tuple(policy.get("deny", ())),
             allow=tuple(policy["allow"]) if "allow" in policy else None,
         ),
+        agents=_agents(b, data.get("agents", {})),
     )
     return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)
 
@@ -92,3 +95,28 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
 def _where(doc: Document, pointer: list[str | int]) -> str:
     line, _ = doc.locate(pointer)
     return f"{doc.path}:{line}" if line is not None else str(doc.path)
+
+
+def _agents(b: Builder, table: Mapping[str, Any]) -> AgentSettings:
+    """`[agents]`; a folder that leaves the jobs directory is an error, and creation stays off."""
+    folder = table.get("folder")
+    if folder is not None:
+        parts = PurePosixPath(folder).parts
+        if folder.startswith("/") or ".." in parts or "\x00" in folder:
+            b.problem(
+                ["agents", "folder"],
+                f"{folder!r} is not a folder inside the jobs directory; "
+                "write a relative path such as 'agents'",
+            )
+            folder = None
+        elif any(part.startswith(".") for part in parts if part != "."):
+            b.problem(["agents", "folder"], f"{folder!r}: kron never reads hidden folders")
+            folder = None
+        else:
+            folder = str(PurePosixPath(folder))  # `agents/` and `./agents` are `agents`
+    return AgentSettings(
+        folder=folder,
+        max_files_per_day=table.get("max_files_per_day", 10),
+        allow_run=table.get("allow_run", False),
+        allow_pause=table.get("allow_pause", False),
+    )

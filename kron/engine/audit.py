@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from kron.engine import records
 from kron.engine.store import WriteFailures
 from kron.model.clock import Clock
-from kron.model.times import format_time
+from kron.model.times import format_time, parse_time
 
-__all__ = ["AUDIT_MAX_BYTES", "AuditLog"]
+__all__ = ["AUDIT_MAX_BYTES", "AuditLog", "count_events"]
 
 log = logging.getLogger("kron.daemon")
 AUDIT_MAX_BYTES = 16 * 1024 * 1024
@@ -25,11 +27,13 @@ class AuditLog:
     before that is dropped), so a daemon restarted daily with 10,000 jobs keeps a bounded log.
     """
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, *, rotate: bool = True) -> None:
         self.path = path
         self._clock = clock
         self._pending: list[dict[str, str | None]] | None = None
         self._failures = WriteFailures()  # said once a minute, as for records
+        if not rotate:  # another process's writer (`kron mcp`): the daemon rotates at its start
+            return
         try:
             if path.stat().st_size > AUDIT_MAX_BYTES:
                 path.replace(path.with_name(path.name + ".1"))
@@ -56,7 +60,10 @@ class AuditLog:
         path: Path | None = None,
         config_sha: str | None = None,
         error: str | None = None,
+        via: str | None = None,
     ) -> None:
+        """Log one event; `via` names the front end that asked for it (`mcp`), when not the
+        files or the command line."""
         line = {
             "time": format_time(self._clock.now()),
             "event": event,
@@ -65,6 +72,8 @@ class AuditLog:
             "config_sha": config_sha,
             "error": error,
         }
+        if via is not None:
+            line["via"] = via
         if self._pending is not None:
             self._pending.append(line)
         else:
@@ -77,3 +86,29 @@ class AuditLog:
             self._failures.failed(self.path, exc)
         else:
             self._failures.succeeded(self.path, terminal=True)
+
+
+def count_events(path: Path, *, event: str, via: str, since: datetime) -> int:
+    """How many `event` lines with this `via` the log (and its rotated part) holds since
+    `since`: `kron mcp`'s daily limit is counted where every such change is written anyway."""
+    needles = (f'"event":"{event}"'.encode(), f'"via":"{via}"'.encode())
+    count = 0
+    for part in (path.with_name(path.name + ".1"), path):
+        try:
+            data = part.read_bytes()
+        except FileNotFoundError:
+            continue
+        for raw in data.splitlines():
+            if not all(needle in raw for needle in needles):
+                continue  # most lines: no JSON parsing
+            try:
+                line = json.loads(raw)
+                if (
+                    line["event"] == event
+                    and line["via"] == via
+                    and parse_time(line["time"]) >= since
+                ):
+                    count += 1
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line
+    return count

@@ -11,10 +11,23 @@ from zoneinfo import ZoneInfo
 
 from kron.model.policy import Policy
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "Settings"]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "AgentSettings", "Settings"]
 
 DEFAULT_MAX_FILE_SIZE = 1024 * 1024
 _NO_POLICY = Policy()  # shared: every Settings without [policy] holds the same one
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentSettings:
+    """`[agents]`: what `kron mcp` lets an agent change; nothing until an operator opts in."""
+
+    folder: str | None = None  # below the jobs directory, `/`-separated; None: no creation
+    max_files_per_day: int = 10  # job files created through MCP per UTC day
+    allow_run: bool = False
+    allow_pause: bool = False  # pause_job and resume_job
+
+
+_NO_AGENTS = AgentSettings()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,3 +52,4 @@ class Settings:
     kubeconfig: Path | None = None  # [wait] kubeconfig: for k8s: probes of jobs without their own
     kube_context: str | None = None  # [wait] context
     policy: Policy = _NO_POLICY
+    agents: AgentSettings = _NO_AGENTS

@@ -7,6 +7,7 @@ Endpoints (all under /v1; job ids keep their slashes):
     POST /v1/jobs/<id>/run[?wait=1]     fire now (trigger manual); with wait, the final record
     POST /v1/jobs/<id>/pause            stop firing by schedule (persisted, survives restarts)
     POST /v1/jobs/<id>/resume
+        (these three take `via=mcp` from a front end other than the CLI, for the audit log)
     POST /v1/runs/<run_id>/cancel       stop the run's process tree; recorded `cancelled`
     POST /v1/pause?tag=k=v              pause (resume, cancel) every job with these tags
 """
@@ -25,6 +26,8 @@ from kron.model.errors import DaemonUnreachable, KronError, UsageError, did_you_
 from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
 from kron.service.view import DaemonView, Operations, RunView
+
+_VIA = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
 def default_socket_path(jobs_dir: Path, records_root: Path) -> Path:
@@ -94,9 +97,12 @@ class ControlAPI:
             job_id = "/".join(parts[1:-1])
             if self.view.job(job_id) is None:
                 return Response.error(404, self._unknown(job_id))
+            via = request.arg("via")
+            if via is not None and not _VIA.fullmatch(via):
+                return Response.error(400, f"via names a front end (such as mcp), not {via!r}")
             if parts[-1] == "run":
-                return await self.run(job_id, wait=request.arg("wait") in ("1", "true"))
-            self.ops.set_paused(job_id, parts[-1] == "pause")
+                return await self.run(job_id, wait=request.arg("wait") in ("1", "true"), via=via)
+            self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
             shown = self.view.job(job_id)
             assert shown is not None  # checked above; nothing awaited since
             return Response.json(shown.to_json())
@@ -110,8 +116,8 @@ class ControlAPI:
     def _unknown(self, job_id: str) -> str:
         return f"no job {job_id!r}{did_you_mean(job_id, self.view.job_ids())}"
 
-    async def run(self, job_id: str, *, wait: bool) -> Response:
-        run = self.ops.run_now(job_id)
+    async def run(self, job_id: str, *, wait: bool, via: str | None = None) -> Response:
+        run = self.ops.run_now(job_id, via=via)
         if run is None or run.task is None:
             last = self.view.last_record(job_id)
             return Response.json({"outcome": "skipped", **(last.to_json() if last else {})}, 409)

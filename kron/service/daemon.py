@@ -101,8 +101,8 @@ class Daemon:
     def last_reload(self) -> set[Path] | None:
         return self.stats.last_reload
 
-    def set_paused(self, job_id: str, paused: bool) -> None:
-        self.runtime.set_paused(job_id, paused)
+    def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None:
+        self.runtime.set_paused(job_id, paused, via=via)
 
     # -- starting ---------------------------------------------------------------------------
 

@@ -186,18 +186,26 @@ class Runtime:
 
     # -- operations (the control API's) ---------------------------------------------------
 
-    def run_now(self, job_id: str) -> Run | None:
-        """Fire a job now (trigger manual); None when its overlap policy skips the slot."""
-        now = self.clock.now().replace(microsecond=0)
-        return self.scheduler.fire(job_id, slot=now, trigger=Trigger.MANUAL)
+    def run_now(self, job_id: str, *, via: str | None = None) -> Run | None:
+        """Fire a job now (trigger manual); None when its overlap policy skips the slot.
 
-    def set_paused(self, job_id: str, paused: bool) -> None:
+        `via` names the front end that asked (`mcp`); such a run goes to the audit log.
+        """
+        now = self.clock.now().replace(microsecond=0)
+        run = self.scheduler.fire(job_id, slot=now, trigger=Trigger.MANUAL)
+        if via is not None and self.audit is not None:
+            self.audit.write("run", job=job_id, error=None if run else "skipped", via=via)
+        return run
+
+    def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None:
         """Pause or resume a job's schedule; kept by the coordinator, so it survives restarts."""
         self.coordinator.set_paused(job_id, paused)
         self.scheduler.set_paused(job_id, paused)
         if self.audit is not None:
-            self.audit.write("pause" if paused else "resume", job=job_id)
-        log.info("job %s %s", job_id, "paused" if paused else "resumed")
+            self.audit.write("pause" if paused else "resume", job=job_id, via=via)
+        log.info(
+            "job %s %s%s", job_id, "paused" if paused else "resumed", f" (via {via})" if via else ""
+        )
 
     def cancel(self, run_id: str) -> Run | None:
         """Stop one run's process tree; it is recorded `cancelled`."""

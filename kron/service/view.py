@@ -158,11 +158,12 @@ class Stats:
 class Operations(Protocol):
     """What the control API may do to a daemon."""
 
-    def run_now(self, job_id: str) -> Run | None:
-        """Fire the job now; None when its overlap policy skips the slot."""
+    def run_now(self, job_id: str, *, via: str | None = None) -> Run | None:
+        """Fire the job now; None when its overlap policy skips the slot. `via` names the
+        front end that asked (`mcp`), for the audit log."""
         ...
 
-    def set_paused(self, job_id: str, paused: bool) -> None: ...
+    def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None: ...
 
     def cancel(self, run_id: str) -> Run | None: ...
 
