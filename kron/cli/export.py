@@ -75,7 +75,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from kron.config.kubernetes.export import check_dir, export_jobs, stream, write_dir
+    from kron.config.kubernetes.export import export_jobs
+    from kron.config.kubernetes.files import check_dir, stream, write_dir
     from kron.config.kubernetes.manifests import Mode
 
     if args.check is not None and args.output is not None:

@@ -195,7 +195,7 @@ def _every(schedule: EverySchedule) -> Carry:
     # @every counts from the epoch, which is midnight UTC: a divisor of an hour or of a day is a
     # cron step in UTC.
     hours, rest_minutes = divmod(minutes, 60)
-    if 60 % minutes == 0:
+    if minutes < 60 and 60 % minutes == 0:
         cron = "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
     elif hours == 24 and not rest_minutes:
         cron = "0 0 * * *"
@@ -341,12 +341,13 @@ def _kron_features(job: Job) -> list[Finding]:
     if job.triggers:
         found.append(_needs("triggers", "triggers (run in the same pod)"))
     if job.notify:
-        found.append(_needs("notify", "notifications"))
-        if any("recovery" in d.on for d in job.notify):
+        found.append(_needs(("notify", 0), "notifications"))
+        recovery = [i for i, d in enumerate(job.notify) if "recovery" in d.on]
+        if recovery:
             found.append(
                 Finding(
                     kind=Kind.POD_DIFFERS,
-                    pointer=("notify",),
+                    pointer=("notify", recovery[0], "on"),
                     message='on = "recovery" needs the previous run\'s record, which a new pod '
                     "does not have: it is sent only after a failure in the same pod",
                 )

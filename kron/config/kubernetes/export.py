@@ -8,7 +8,6 @@ times or paths of the machine that ran it), so a CI job can diff it against the 
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from kron.config.schema import problems_from_schema
 from kron.model.errors import Findings, Problem, Severity, SpecError, UsageError
 from kron.model.job import DockerAction, Job
 
-__all__ = ["CONFIG_MAP_MAX", "Exported", "check_dir", "export_jobs", "stream", "write_dir"]
+__all__ = ["CONFIG_MAP_MAX", "Exported", "export_jobs"]
 
 CONFIG_MAP_MAX = 1024 * 1024  # the API server's limit on a ConfigMap's data
 _KUSTOMIZATION = "kustomization.yaml"
@@ -140,6 +139,11 @@ def export_jobs(
             resources.append(name)
         exported.lines.append(_line(plan))
         exported.modes[job_id] = plan.mode
+    # Each file's problems in line order; the files in the order of their jobs.
+    order = {
+        path: index for index, path in enumerate(dict.fromkeys(p.path for p in exported.problems))
+    }
+    exported.problems.sort(key=lambda p: (order[p.path], p.line or 0, p.column or 0))
     exported.files[_KUSTOMIZATION] = kustomization(sorted(resources))
     exported.files = dict(sorted(exported.files.items()))
     return exported
@@ -390,62 +394,3 @@ def _line(plan: Plan) -> str:
         if why:
             line += f": {', '.join(why)}"
     return line
-
-
-def stream(exported: Exported) -> str:
-    """Every object as one YAML stream (`kron export kubernetes -o - | kubectl apply -f -`)."""
-    return "---\n".join(exported.documents)
-
-
-def _generated(folder: Path) -> dict[str, str]:
-    """The files an earlier export wrote in `folder`, by name."""
-    found = {}
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.suffix == ".yaml" and path.is_file():
-                text = path.read_text(encoding="utf-8")
-                if text.startswith(HEADER):
-                    found[path.name] = text
-    return found
-
-
-def write_dir(exported: Exported, folder: Path) -> tuple[list[str], list[str]]:
-    """Write the manifests into `folder`; remove those an earlier export wrote that are gone.
-
-    Returns:
-        The names written (changed or new) and the names removed.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    before = _generated(folder)
-    written = []
-    for name, text in exported.files.items():
-        if before.get(name) == text:
-            continue
-        temporary = folder / f".{name}.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(folder / name)  # whole or not at all, for a GitOps agent reading it
-        written.append(name)
-    removed = sorted(set(before) - set(exported.files))
-    for name in removed:
-        (folder / name).unlink()
-    return written, removed
-
-
-def check_dir(exported: Exported, folder: Path) -> str:
-    """A unified diff from the manifests in `folder` to what the job files export; "" when
-    they are the same."""
-    committed = _generated(folder)
-    diff: list[str] = []
-    for name in sorted(set(committed) | set(exported.files)):
-        old, new = committed.get(name, ""), exported.files.get(name, "")
-        if old == new:
-            continue
-        diff.extend(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
-                fromfile=f"{folder / name} (committed)" if name in committed else "/dev/null",
-                tofile=f"{folder / name} (exported)" if name in exported.files else "/dev/null",
-            )
-        )
-    return "".join(line if line.endswith("\n") else line + "\n" for line in diff)
