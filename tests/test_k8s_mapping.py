@@ -115,12 +115,19 @@ MAPPING: list[tuple[str, str, Any]] = [
     (
         BERLIN + TRUE + '[env]\nB = "2"\nA = "$(HOME)"\n',
         f"{CONTAINER}.env",
-        [{"name": "A", "value": "$$(HOME)"}, {"name": "B", "value": "2"}],
+        [
+            {"name": "A", "value": "$$(HOME)"},
+            {"name": "B", "value": "2"},
+            {"name": "KRON_JOB", "value": "j"},
+        ],
     ),
     (
         BERLIN + TRUE + '[env]\nTOKEN = { value = "s3cret", secret = true }\n',
         f"{CONTAINER}.env",
-        [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "j-env", "key": "TOKEN"}}}],
+        [
+            {"name": "KRON_JOB", "value": "j"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "j-env", "key": "TOKEN"}}},
+        ],
     ),
     (BERLIN + TRUE, f"{CONTAINER}.securityContext", {"allowPrivilegeEscalation": False}),
     (BERLIN + TRUE, f"{POD}.securityContext", MISSING),
@@ -141,7 +148,7 @@ MAPPING: list[tuple[str, str, Any]] = [
             "command": ["/bin/busybox"],
             "args": ["echo", "hi"],
             "imagePullPolicy": "Never",
-            "env": [{"name": "X", "value": "1"}],
+            "env": [{"name": "KRON_JOB", "value": "j"}, {"name": "X", "value": "1"}],
             "workingDir": "/w",
             "securityContext": {
                 "allowPrivilegeEscalation": False,

@@ -222,6 +222,8 @@ def _native_container(plan: Plan, *, image: str) -> dict[str, Any]:
             env[name] = {"name": name, "valueFrom": {"secretKeyRef": ref}}
         else:
             env[name] = {"name": name, "value": _literal(value)}
+    # What kron sets for every run that a pod knows too (KRON_RUN_ID, KRON_SLOT: kron mode).
+    env["KRON_JOB"] = {"name": "KRON_JOB", "value": _literal(job.id)}
     security: dict[str, Any] = {"allowPrivilegeEscalation": False}
     if isinstance(action, DockerAction):
         container["image"] = action.image
@@ -249,8 +251,7 @@ def _native_container(plan: Plan, *, image: str) -> dict[str, Any]:
             container["workingDir"] = str(job.cwd)
     else:  # kron.config.kubernetes.carry sends every other action to kron mode
         raise ValueError(f"job {job.id}: {type(action).__name__} has no native container")
-    if env:
-        container["env"] = [env[name] for name in sorted(env)]
+    container["env"] = [env[name] for name in sorted(env)]
     if "resources" in plan.extra:
         container["resources"] = plan.extra["resources"]
     container["securityContext"] = security
