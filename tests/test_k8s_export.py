@@ -320,3 +320,55 @@ def test_export_without_image_or_target_is_a_usage_error(jobs_dir: Path) -> None
     missing = run_cli("export", "kubernetes", "--jobs-dir", jobs_dir)
     assert missing.code == 2
     assert "--image" in missing.err
+
+
+def test_a_config_map_holds_each_job_file_byte_for_byte(
+    jobs_dir: Path, write: Callable[[str, str], Path]
+) -> None:
+    texts = {
+        "crlf.toml": 'schedule = "0 3 * * *"   \r\ncommand = ["true"]\t\r\njitter = "1m"',
+        "pay$day.toml": '  # indented\nschedule = "0 3 * * *"\ncommand = ["echo", "ü ✓ $HOME"]\n'
+        'jitter = "1m"\n\n\n',
+    }
+    for name, text in texts.items():
+        (jobs_dir / name).write_bytes(text.encode())
+    exported = export(jobs_dir)
+    assert exported.problems == []
+    maps = {b["metadata"]["name"]: b["data"] for b in objects(exported) if b["kind"] == "ConfigMap"}
+    assert maps == {
+        "crlf": {"crlf.toml": texts["crlf.toml"]},
+        "pay-day": {"pay_day.toml": texts["pay$day.toml"]},
+    }
+    # Kubernetes turns `$$` back into `$` in args
+    assert dig(cron_job(exported, "pay-day"), f"{CONTAINER}.args")[1] == "pay$$day"
+
+
+def test_hostile_x_kubernetes_tables_refuse_the_job_with_their_lines(
+    jobs_dir: Path, write: Callable[[str, str], Path]
+) -> None:
+    write("xs.toml", BERLIN + 'command = ["true"]\nx-kubernetes = "big"\n')
+    write(
+        "xr.toml",
+        BERLIN
+        + 'command = ["true"]\n[x-kubernetes.resources]\nlimits = { memory = "lots", cpu = [1] }\n',
+    )
+    exported = export(jobs_dir)
+    assert [str(p).removeprefix(f"{jobs_dir}/") for p in exported.problems] == [
+        'xr.toml:5:12: x-kubernetes.resources.limits.memory: "lots" does not match '
+        "^[+-]?[0-9.]+([eE][+-]?[0-9]+|[a-zA-Z]{0,2})$",
+        "xr.toml:5:29: x-kubernetes.resources.limits.cpu: expected a string or an integer or a "
+        "number, got [1]",
+        'xs.toml:4:1: x-kubernetes: expected a table, got "big"',
+    ]
+    assert (exported.refused, exported.lines) == (["xr", "xs"], ["xr: refused", "xs: refused"])
+
+
+def test_an_output_that_cannot_be_written_is_an_error_without_a_traceback(
+    tmp_path: Path, jobs_dir: Path, write: Callable[[str, str], Path]
+) -> None:
+    write("ok.toml", BERLIN + 'command = ["true"]\n')
+    taken = tmp_path / "a-file"
+    taken.write_text("", encoding="utf-8")
+    code, out, err = _cli(jobs_dir, "-o", taken)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == f"kron: cannot write {taken}: File exists"

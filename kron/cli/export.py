@@ -6,10 +6,13 @@ import argparse
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kron.cli.common import EXIT_BAD, EXIT_OK
-from kron.model.errors import UsageError
+from kron.model.errors import KronError, UsageError
+
+if TYPE_CHECKING:
+    from kron.config.kubernetes.export import Exported
 
 __all__ = ["add_parser", "export"]
 
@@ -76,7 +79,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.config.kubernetes.export import export_jobs
-    from kron.config.kubernetes.files import check_dir, stream, write_dir
     from kron.config.kubernetes.manifests import Mode
 
     if args.check is not None and args.output is not None:
@@ -104,6 +106,27 @@ def export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for line in exported.lines:
         print(line, file=err)
     status = EXIT_BAD if exported.refused else EXIT_OK
+    try:
+        status = _emit(exported, args, out, err, status)
+    except OSError as exc:
+        where = f"read {args.check}" if args.check is not None else f"write {args.output}"
+        raise KronError(f"cannot {where}: {exc.strerror or exc}") from None
+    native = sum(1 for mode in exported.modes.values() if mode is Mode.NATIVE)
+    kron = len(exported.modes) - native
+    print(
+        f"{native + kron} jobs exported ({native} native, {kron} kron), "
+        f"{len(exported.refused)} refused, {len(exported.warnings)} warnings",
+        file=err,
+    )
+    return status
+
+
+def _emit(
+    exported: Exported, args: argparse.Namespace, out: TextIO, err: TextIO, status: int
+) -> int:
+    """Print, write or check the manifests; return the exit status."""
+    from kron.config.kubernetes.files import check_dir, stream, write_dir
+
     if args.check is not None:
         diff = check_dir(exported, args.check)
         if diff:
@@ -121,11 +144,4 @@ def export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{len(exported.files) - len(written)} unchanged",
             file=err,
         )
-    native = sum(1 for mode in exported.modes.values() if mode is Mode.NATIVE)
-    kron = len(exported.modes) - native
-    print(
-        f"{native + kron} jobs exported ({native} native, {kron} kron), "
-        f"{len(exported.refused)} refused, {len(exported.warnings)} warnings",
-        file=err,
-    )
     return status

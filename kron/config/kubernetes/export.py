@@ -234,6 +234,7 @@ def _plan(
     if bad:
         exported.problems.extend(bad)
         exported.refused.append(job.id)
+        exported.lines.append(f"{job.id}: refused")
         return None
     if extra.get("export") is False:
         exported.lines.append(f"{job.id}: left out (x-kubernetes.export = false)")
