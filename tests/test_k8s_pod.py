@@ -22,12 +22,19 @@ from kron.actions.process import run_process
 from kron.config.kubernetes.manifests import MOUNT
 
 from .harness import DEADLINE_S
+from .httpd import Recorder, serving
 from .kube import CONTAINER, POD, cron_job, dig, export, objects
-from .test_run_here import records, server, url  # noqa: F401 - `server` is a fixture
+from .test_run_here import records
 
 SLOT = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)  # 03:00 in Berlin
 ATOMIC = "..2026_01_02_02_00_00.000000001"  # the kubelet's timestamped folder
 _NAMESPACE = ("unshare", "--mount", "--propagation", "private")  # mounts seen by the child only
+
+
+@pytest.fixture
+def server() -> Iterator[Recorder]:
+    with serving() as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def _pod(
 def test_an_exported_kron_mode_cronjob_runs_from_its_projected_volume(
     jobs_dir: Path,
     write: Callable[[str, str], Path],
-    server: Any,  # noqa: F811 - the fixture
+    server: Recorder,
     mount_point: Path,
     tmp_path: Path,
 ) -> None:
@@ -99,7 +106,7 @@ def test_an_exported_kron_mode_cronjob_runs_from_its_projected_volume(
         'schedule = "0 3 * * *"\nshell = \'echo "${#GREETING} characters from $(pwd)"\'\n'
         + 'cwd = ".."\n'
         + 'env_file = "extract.env"\ntriggers = ["etl/load"]\n'
-        + f'[[notify]]\non = ["success"]\nwebhook = "{url(server, "/hook")}"\n',
+        + f'[[notify]]\non = ["success"]\nwebhook = "{server.url("/hook")}"\n',
     )
     write("etl/load.toml", 'schedule = "@manual"\ncommand = ["echo", "loaded"]\n')
     (jobs_dir / "etl" / "extract.env").write_text("GREETING=hello\n", encoding="utf-8")

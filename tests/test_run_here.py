@@ -9,11 +9,9 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 
 from .docker_engine import IMAGE, require_engine
 from .harness import DEADLINE_S
+from .httpd import Recorder, serving
 
 BERLIN = 'schedule = "0 3 * * *"\ntimezone = "Europe/Berlin"\n'
 
@@ -50,43 +49,11 @@ def brief(record: dict[str, Any]) -> tuple[Any, ...]:
     return (record["job"], record["trigger"], record["attempt"], record["outcome"])
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self._answer()
-
-    def do_POST(self) -> None:
-        self._answer()
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        self.server.seen.append((self.command, self.path, body))  # type: ignore[attr-defined]
-        status = 503 if self.path == "/down" else 200
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", "4")
-        self.end_headers()
-        self.wfile.write(b"pong")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
+def server() -> Iterator[Recorder]:
     """A real HTTP server on 127.0.0.1 that records what it gets."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(DEADLINE_S)
-
-
-def url(httpd: ThreadingHTTPServer, path: str) -> str:
-    return f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+    with serving() as httpd:
+        yield httpd
 
 
 def test_a_command_runs_here_and_its_records_go_to_stdout_as_ndjson(
@@ -116,10 +83,10 @@ def test_a_failing_shell_exits_1(jobs_dir: Path, write: Callable[[str, str], Pat
 
 
 def test_an_http_job_calls_a_real_server(
-    jobs_dir: Path, write: Callable[[str, str], Path], server: ThreadingHTTPServer
+    jobs_dir: Path, write: Callable[[str, str], Path], server: Recorder
 ) -> None:
-    write("up.toml", BERLIN + f'[http]\nurl = "{url(server, "/ping")}"\nexpect_body = "po+ng"\n')
-    write("down.toml", BERLIN + f'[http]\nurl = "{url(server, "/down")}"\n')
+    write("up.toml", BERLIN + f'[http]\nurl = "{server.url("/ping")}"\nexpect_body = "po+ng"\n')
+    write("down.toml", BERLIN + f'[http]\nurl = "{server.url("/down")}"\n')
     ran = here(jobs_dir, "up")
     assert ran.returncode == 0, ran.stderr
     assert records(ran.stdout)[-1]["outcome"] == "succeeded"
@@ -129,7 +96,7 @@ def test_an_http_job_calls_a_real_server(
     assert [(method, path) for method, path, _ in server.seen] == [
         ("GET", "/ping"),
         ("GET", "/down"),
-    ]  # type: ignore[attr-defined]
+    ]
 
 
 @pytest.mark.docker
@@ -165,7 +132,7 @@ def test_retries_triggers_and_notifications_keep_kron_s_semantics_in_one_process
     tmp_path: Path,
     jobs_dir: Path,
     write: Callable[[str, str], Path],
-    server: ThreadingHTTPServer,
+    server: Recorder,
 ) -> None:
     marker = tmp_path / "tried"
     write(
@@ -173,7 +140,7 @@ def test_retries_triggers_and_notifications_keep_kron_s_semantics_in_one_process
         BERLIN
         + f'shell = "[ -e {marker} ] || {{ touch {marker}; exit 1; }}"\ntriggers = ["load"]\n'
         + '[retry]\nattempts = 2\nbackoff = "fixed"\ndelay = "200ms"\n'
-        + f'[[notify]]\non = ["success"]\nwebhook = "{url(server, "/hook")}"\n',
+        + f'[[notify]]\non = ["success"]\nwebhook = "{server.url("/hook")}"\n',
     )
     write("load.toml", 'schedule = "@manual"\ncommand = ["echo", "loaded"]\n')
     ran = here(jobs_dir, "extract")
@@ -197,8 +164,8 @@ def test_retries_triggers_and_notifications_keep_kron_s_semantics_in_one_process
     assert (load["upstream"], load["stdout"]) == (lines[3]["run_id"], "loaded\n")
     notes = [r["delivery"] for r in lines if "delivery" in r]
     assert notes == [{"target": "webhook", "ok": True, "attempts": 1, "error": None}]
-    assert [(m, p) for m, p, _ in server.seen] == [("POST", "/hook")]  # type: ignore[attr-defined]
-    body = json.loads(server.seen[0][2])  # type: ignore[attr-defined]
+    assert [(m, p) for m, p, _ in server.seen] == [("POST", "/hook")]
+    body = json.loads(server.seen[0][2])
     assert (body["job"], body["outcome"]) == ("extract", "succeeded")
 
 
