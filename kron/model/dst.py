@@ -96,8 +96,11 @@ def slots_in_shifts(
     """
     if not isinstance(schedule, CronSchedule) or schedule.periodic:
         return []
+    hours = _hours(schedule)
     found = []
     for shift in shifts(schedule.zone, start, end):
+        if hours is not None and not hours & _hours_of(shift):
+            continue  # the schedule's hours miss the span: no need to ask croniter
         wall = _next_wall(schedule, shift.wall_start - _ONE_SECOND)
         if wall is not None and wall < shift.wall_end:
             found.append((shift, wall))
@@ -120,6 +123,25 @@ def is_second_pass(schedule: Schedule, slot: datetime) -> bool:
     if first == second or slot.astimezone(UTC) != second:
         return False
     return _next_wall(schedule, wall - _ONE_SECOND) == wall
+
+
+@functools.lru_cache(maxsize=1024)
+def _hours(schedule: CronSchedule) -> frozenset[int] | None:
+    """The hours the schedule's hour field names; None for a wildcard."""
+    # croniter.expand lists minutes, hours, ... first, and a seconds field last.
+    expanded, _ = croniter.expand(schedule.fields, second_at_beginning=schedule.with_seconds)
+    hour_field = expanded[1]
+    return None if "*" in hour_field else frozenset(int(h) for h in hour_field)
+
+
+def _hours_of(shift: Shift) -> set[int]:
+    """The wall-clock hours a repeated or skipped span touches."""
+    found = set()
+    hour = shift.wall_start.replace(minute=0, second=0, microsecond=0)
+    while hour < shift.wall_end:
+        found.add(hour.hour)
+        hour += timedelta(hours=1)
+    return found
 
 
 def _next_wall(schedule: CronSchedule, wall: datetime) -> datetime | None:
