@@ -468,19 +468,85 @@ def test_max_concurrent_in_kron_toml_refuses_every_job(
     assert _problems(jobs_dir) == [f"a.toml: {message}"]
 
 
+# (the job file, what --mode native says of it): carried only by kron in the pod
+NEEDS_KRON = [
+    (
+        BERLIN + '[http]\nurl = "http://127.0.0.1:9/"\n',
+        "j.toml:3:1: http: refused in --mode native: only kron in the pod carries an HTTP request "
+        "with its expected status and body",
+    ),
+    (
+        BERLIN + '[agent]\nprompt = "hi"\ncommand = ["llm"]\n',
+        "j.toml:3:1: agent: refused in --mode native: only kron in the pod carries an agent run "
+        "(its prompt, answer and token count)",
+    ),
+    (
+        BERLIN + TRUE + '[wait]\nuntil = "tcp://127.0.0.1:9"\n',
+        "j.toml:4:1: wait: refused in --mode native: only kron in the pod carries a wait condition",
+    ),
+    (
+        BERLIN + TRUE + 'triggers = ["k"]\n',
+        "j.toml:4:1: triggers: refused in --mode native: only kron in the pod carries triggers "
+        "(run in the same pod)",
+    ),
+    (
+        BERLIN + TRUE + '[[notify]]\nwebhook = "http://127.0.0.1:9/"\n',
+        "j.toml:4:1: notify.0: refused in --mode native: only kron in the pod carries "
+        "notifications",
+    ),
+    (
+        BERLIN + TRUE + 'healthcheck = "https://hc.example/x"\n',
+        "j.toml:4:1: healthcheck: refused in --mode native: only kron in the pod carries "
+        "healthcheck pings",
+    ),
+    (
+        BERLIN + TRUE + "success_codes = [0, 3]\n",
+        "j.toml:4:1: success_codes: refused in --mode native: only kron in the pod carries exit "
+        "codes other than 0 counted as success",
+    ),
+    (
+        BERLIN + TRUE + 'env_file = "secrets.env"\n',
+        "j.toml:4:1: env_file: refused in --mode native: only kron in the pod carries an env_file "
+        "(mounted from a Secret)",
+    ),
+    (
+        BERLIN + TRUE + 'umask = "027"\n',
+        "j.toml:4:1: umask: refused in --mode native: only kron in the pod carries a umask (a pod "
+        "has no such field)",
+    ),
+    (
+        BERLIN + TRUE + 'cwd = "work"\n',
+        "j.toml:4:1: cwd: refused in --mode native: only kron in the pod carries a cwd relative to "
+        "the job file",
+    ),
+    (
+        BERLIN + TRUE + '[retry]\nattempts = 3\ndelay = "1m"\n',
+        "j.toml:4:1: retry: refused in --mode native: only kron in the pod carries this retry: "
+        "its delays are not the Job controller's (10 s, doubling, at most 6 min)",
+    ),
+    (
+        BERLIN + TRUE + '[retry]\nattempts = 2\non = ["timeout"]\n',
+        "j.toml:4:1: retry: refused in --mode native: only kron in the pod carries this retry: a "
+        "CronJob retries every failed pod",
+    ),
+    (
+        BERLIN + TRUE + 'timeout = "1m"\n[retry]\nattempts = 2\n',
+        "j.toml:5:1: retry: refused in --mode native: only kron in the pod carries this retry: a "
+        "CronJob retries a pod past its deadline too",
+    ),
+]
+
+
+@pytest.mark.parametrize(("job", "problem"), NEEDS_KRON)
 def test_mode_native_refuses_what_only_kron_in_the_pod_carries(
-    jobs_dir: Path, write: Callable[[str, str], Path]
+    jobs_dir: Path, write: Callable[[str, str], Path], job: str, problem: str
 ) -> None:
-    write(
-        "j.toml",
-        BERLIN + TRUE + 'env_file = "secrets.env"\n[[notify]]\nwebhook = "http://127.0.0.1:9/"\n',
-    )
+    write("j.toml", job)
+    write("k.toml", 'schedule = "@manual"\n' + TRUE)
     (jobs_dir / "secrets.env").write_text("TOKEN=x\n", encoding="utf-8")
-    assert _problems(jobs_dir, Mode.NATIVE) == [
-        "j.toml:4:1: env_file: refused in --mode native: an env_file (mounted from a Secret) "
-        "needs kron in the pod",
-        "j.toml:5:1: notify.0: refused in --mode native: notifications needs kron in the pod",
-    ]
+    assert _problems(jobs_dir, Mode.NATIVE) == [problem]
+    assert export(jobs_dir, mode=Mode.NATIVE).refused == ["j"]
+    cron_job(export(jobs_dir), "j")  # without --mode: kron mode carries it
 
 
 def test_a_docker_job_that_needs_kron_is_refused(
@@ -490,7 +556,7 @@ def test_a_docker_job_that_needs_kron_is_refused(
     assert _problems(jobs_dir) == [
         "j.toml:3:1: docker: refused: a docker job runs its image as the pod's container; kron "
         "in a pod has no Docker engine to run it",
-        "j.toml:5:1: wait: refused: a wait condition needs kron in the pod",
+        "j.toml:5:1: wait: refused: only kron in the pod carries a wait condition",
     ]
     write("j.toml", BERLIN + '[docker]\nimage = "alpine"\n')
     assert _problems(jobs_dir, Mode.KRON) == [

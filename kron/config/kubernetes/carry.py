@@ -331,7 +331,7 @@ def _action(job: Job) -> list[Finding]:
 
 def _needs(pointer: str | tuple[str | int, ...], what: str) -> Finding:
     at = (pointer,) if isinstance(pointer, str) else pointer
-    return Finding(kind=Kind.NEEDS_KRON, pointer=at, message=f"{what} needs kron in the pod")
+    return Finding(kind=Kind.NEEDS_KRON, pointer=at, message=f"only kron in the pod carries {what}")
 
 
 def _kron_features(job: Job) -> list[Finding]:
@@ -414,7 +414,7 @@ def _retry(job: Job) -> list[Finding]:
         why.append("a CronJob retries a pod past its deadline too")
     if not why:
         return []
-    return [_needs("retry", f"retry ({'; '.join(why)})")]
+    return [_needs("retry", f"this retry: {'; '.join(why)}")]
 
 
 def _numeric_ids(text: str) -> bool:
