@@ -372,3 +372,28 @@ def test_an_output_that_cannot_be_written_is_an_error_without_a_traceback(
     code, out, err = _cli(jobs_dir, "-o", taken)
     assert (code, out) == (1, "")
     assert err.splitlines()[-1] == f"kron: cannot write {taken}: File exists"
+
+
+def test_notification_secrets_in_a_job_file_are_refused_or_flagged_in_kron_mode(
+    jobs_dir: Path, write: Callable[[str, str], Path]
+) -> None:
+    write(
+        "tg.toml",
+        BERLIN
+        + 'command = ["true"]\n[[notify]]\ntelegram = { bot_token = "123:abc", chat_id = "1" }\n',
+    )
+    write(
+        "hook.toml",
+        BERLIN
+        + 'command = ["true"]\n[[notify]]\n'
+        + 'webhook = { url = "http://127.0.0.1:9/", headers = { Authorization = "Bearer x" } }\n',
+    )
+    exported = export(jobs_dir)
+    assert [str(p).removeprefix(f"{jobs_dir}/") for p in exported.problems] == [
+        "hook.toml:5:42: warning: notify.0.webhook.headers: these headers go into a ConfigMap with "
+        "the job file: whoever may read ConfigMaps in the namespace reads them",
+        "tg.toml:5:14: notify.0.telegram.bot_token: refused in kron mode: the token would go into "
+        "a ConfigMap with the job file; use bot_token_env, which the pod reads from a Secret",
+    ]
+    assert exported.refused == ["tg"]
+    assert "123:abc" not in "".join(exported.files.values())

@@ -31,7 +31,7 @@ from kron.config.kubernetes.render import HEADER, kustomization, to_yaml
 from kron.config.loader import config_sha
 from kron.config.schema import problems_from_schema
 from kron.model.errors import Findings, Problem, Severity, SpecError, UsageError
-from kron.model.job import DockerAction, Job
+from kron.model.job import DeliveryKind, DockerAction, Job
 
 __all__ = ["CONFIG_MAP_MAX", "Exported", "export_jobs"]
 
@@ -345,6 +345,24 @@ def _pod_checks(
                 "into a ConfigMap; move it to env_file, which is mounted from a Secret",
             )
         )
+    for index, delivery in enumerate(member.notify):
+        target = delivery.target if isinstance(delivery.target, Mapping) else {}
+        if delivery.kind is DeliveryKind.TELEGRAM and target.get("bot_token"):
+            errors.append(
+                (
+                    ("notify", index, "telegram", "bot_token"),
+                    f"refused in kron mode{whose}: the token would go into a ConfigMap with the "
+                    "job file; use bot_token_env, which the pod reads from a Secret",
+                )
+            )
+        if delivery.kind is DeliveryKind.WEBHOOK and target.get("headers"):
+            warnings.append(
+                (
+                    ("notify", index, "webhook", "headers"),
+                    "these headers go into a ConfigMap with the job file: whoever may read "
+                    "ConfigMaps in the namespace reads them",
+                )
+            )
     if member.env_file is not None and _relative(member.env_file, jobs_dir).startswith("../"):
         errors.append(
             (
