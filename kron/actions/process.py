@@ -407,6 +407,10 @@ def _identity(user: str | None, group: str | None) -> dict[str, Any] | str:
     if user is None and group is None:
         return {}
     if os.geteuid() != 0:
+        if _already(user, os.geteuid(), pwd.getpwnam, "pw_uid") and _already(
+            group, os.getegid(), grp.getgrnam, "gr_gid"
+        ):
+            return {}  # kron runs as them already (a pod's runAsUser): nothing to switch
         return f"user and group need kron to run as root; it runs as uid {os.geteuid()}"
     identity: dict[str, Any] = {}
     gid = None
@@ -426,6 +430,16 @@ def _identity(user: str | None, group: str | None) -> dict[str, Any] | str:
             return f"unknown group: {group}"
     identity["group"] = gid
     return identity
+
+
+def _already(name: str | None, current: int, lookup: Callable[[str], Any], field: str) -> bool:
+    """Whether a user or group (a name or a number) is the current one, or not given."""
+    if name is None or name == str(current):
+        return True
+    try:
+        return bool(getattr(lookup(name), field) == current)
+    except KeyError:
+        return False
 
 
 def _spawn_error(exc: BaseException, executable: str, cwd: str | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from kron import __version__
-from kron.cli import agents, files, ops, records
+from kron.cli import agents, export, files, ops, records
 from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from kron.model.errors import DaemonUnreachable, KronError, SpecError, UsageError
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait for the run to end (always so without a daemon)"
     )
     p.add_argument("--json", action="store_true")
+    ops.add_here_arguments(p)
 
     p = sub.add_parser(
         "status", parents=[common], help="the daemon's view: jobs, invalid files, runs"
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stdout", action="store_true", help="print the result instead of replacing the file"
     )
     agents.add_parsers(sub, common)
+    export.add_parser(sub, common)
     return parser
 
 
@@ -214,4 +216,5 @@ _COMMANDS: dict[str, Command] = {
     "convert": files.convert,
     "new": agents.new,
     "mcp": agents.mcp,
+    "export": export.export,
 }

@@ -17,7 +17,26 @@ from kron.cli.output import dump, local_time, print_record, print_table
 from kron.model.errors import DaemonUnreachable, KronError, UsageError
 from kron.model.units import plural
 
-__all__ = ["cancel", "daemon", "jobs", "pause_resume", "run", "status"]
+__all__ = ["add_here_arguments", "cancel", "daemon", "jobs", "pause_resume", "run", "status"]
+
+
+def add_here_arguments(parser: argparse.ArgumentParser) -> None:
+    """`kron run --here` and what a CronJob's pod tells it (kron export kubernetes)."""
+    parser.add_argument(
+        "--here",
+        action="store_true",
+        help="run in this process without looking for a daemon; records go to stdout as "
+        "NDJSON; exit 0 when the run succeeded, 1 when not",
+    )
+    parser.add_argument(
+        "--cronjob", metavar="NAME", help="with --here: the CronJob that started this pod"
+    )
+    parser.add_argument(
+        "--k8s-job",
+        metavar="NAME",
+        help="with --here: the pod's Job; a name the CronJob's controller gave it carries the "
+        "scheduled time, which the run is recorded as (trigger schedule)",
+    )
 
 
 def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -49,6 +68,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import asyncio
 
     from kron.service.inprocess import run_once
+
+    if args.here:
+        return _run_here(args, out, err)
+    if args.cronjob or args.k8s_job:
+        raise UsageError("kron run: --cronjob and --k8s-job go with --here")
 
     try:
         client = client_for(args.jobs_dir)
@@ -83,6 +107,28 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
     print_record(record, out, as_json=args.json)
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
+
+
+def _run_here(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from kron.config.kubernetes.names import slot_of_job_name
+    from kron.model.run import Outcome
+    from kron.service.inprocess import run_here
+    from kron.service.logs import setup_logging
+
+    if args.wait or args.json:
+        raise UsageError("kron run --here: always waits, and always prints NDJSON records")
+    if bool(args.cronjob) != (args.k8s_job is not None):
+        raise UsageError("kron run --here: give --cronjob and --k8s-job together")
+    setup_logging()  # to stderr: stdout carries only the records
+    path = find_job_file(args.job, args.jobs_dir)
+    jobs_dir = args.jobs_dir if is_within(path, args.jobs_dir) else path.parent
+    slot = slot_of_job_name(args.k8s_job, args.cronjob) if args.cronjob else None
+    outcome = asyncio.run(run_here(path, jobs_dir=jobs_dir, out=out, slot=slot))
+    if outcome is None:  # not a slot of the job: nothing ran, and the log says why
+        return EXIT_OK
+    return EXIT_OK if outcome is Outcome.SUCCEEDED else EXIT_BAD
 
 
 def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

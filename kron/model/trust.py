@@ -7,6 +7,9 @@ daemon's own user and root: root can change any file anyway, and root-owned file
 are how packages and configuration management install configuration for a `User=kron` daemon.
 A daemon running as root trusts root's files only.
 
+A file system mounted read-only cannot be written by anyone, whatever the modes say, so write
+bits there do not count (a Kubernetes ConfigMap volume's folder is mode 0777, mounted read-only).
+
 Folders count too (as OpenSSH's StrictModes checks the path to authorized_keys): a folder
 between the jobs directory and a file, the jobs directory included, that someone else can write
 lets them replace the file, so it is refused the same way.
@@ -158,26 +161,40 @@ def _check(path: Path, label: str | None, trust: Trust) -> list[str]:
 def _judge(st: os.stat_result, path: Path, label: str | None, trust: Trust) -> list[str]:
     if st.st_uid in (0, trust.uid) and not st.st_mode & _WRITABLE_BY_OTHERS:
         return []  # the common case, answered without building messages
+    mode = st.st_mode
+    if mode & _WRITABLE_BY_OTHERS and _read_only(path):
+        mode &= ~_WRITABLE_BY_OTHERS
+        if st.st_uid in (0, trust.uid):
+            return []
     found = []
     if not trust.owner_trusted(st.st_uid):
         found.append(
             _refuse(label, _owner_reason(st.st_uid, trust), f"chown {_user(trust.uid)}", path)
         )
     writers = [
-        who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if st.st_mode & bit
+        who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit
     ]
     if writers:
-        mode = f"{stat.S_IMODE(st.st_mode):04o}"
+        octal = f"{stat.S_IMODE(st.st_mode):04o}"
         flags = "".join(who[0] for who in writers)
         found.append(
             _refuse(
                 label,
-                f"writable by {' and '.join(writers)} (mode {mode})",
+                f"writable by {' and '.join(writers)} (mode {octal})",
                 f"chmod {flags}-w",
                 path,
             )
         )
     return found
+
+
+def _read_only(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only, which nobody can write whatever
+    the modes say: a Kubernetes ConfigMap volume's folder is mode 0777 on a read-only mount."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _refuse(label: str | None, reason: str, command: str, path: Path) -> str:

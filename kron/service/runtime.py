@@ -22,7 +22,7 @@ from kron.engine.runs import Run
 from kron.engine.scheduler import Scheduler
 from kron.engine.startup import Startup, abandoned, missed_retry, retry_is_late, where_it_stands
 from kron.engine.state import State, kron_dir
-from kron.engine.store import FileRecordStore
+from kron.engine.store import FileRecordStore, RecordStore
 from kron.model.clock import Clock
 from kron.model.job import Job
 from kron.model.run import ProcessNote, RunStarted, Trigger
@@ -48,6 +48,8 @@ class Runtime:
         lock: the jobs directory's lock, held by a daemon; None for a one-off `kron run`.
         chains: follow `triggers` (a daemon, which has the whole job set, does).
         audit: keep the audit log (a daemon does).
+        store: where records go (default: NDJSON files beside the job files, or under
+            records_dir); `kron run --here` writes them to stdout.
     """
 
     def __init__(
@@ -60,11 +62,14 @@ class Runtime:
         lock: JobsDirLock | None = None,
         chains: bool = True,
         audit: bool = True,
+        store: RecordStore | None = None,
     ) -> None:
         records_dir = records_dir or settings.records_dir
         self.records_root = records_dir or jobs_dir
         self.clock = clock
-        self.store = FileRecordStore(jobs_dir=jobs_dir, records_dir=records_dir, clock=clock)
+        self.store: RecordStore = store or FileRecordStore(
+            jobs_dir=jobs_dir, records_dir=records_dir, clock=clock
+        )
         self.state = State.load(kron_dir(self.records_root) / "state.json")
         self.coordinator = LocalCoordinator(self.state, lock=lock, started_at=clock.now())
         # One agent budget: kron.toml's daily limits, counted from the records.
