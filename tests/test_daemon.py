@@ -252,7 +252,7 @@ def test_kill_9_mid_run_then_restart_records_abandoned_and_never_reruns_the_slot
         if first.poll() is None:
             first.kill()
     child = int(pid_file.read_text())
-    os.killpg(child, signal.SIGKILL)  # the orphan in its own session; systemd would kill the cgroup
+    os.killpg(child, 0)  # the orphan lives on in its own session
     started = [r for r in read_records(path) if r["outcome"] == "started"]
     assert len(started) == 1
     crashed = started[0]
@@ -271,6 +271,14 @@ def test_kill_9_mid_run_then_restart_records_abandoned_and_never_reruns_the_slot
     lines = read_records(path)
     abandoned = [r for r in lines if r["outcome"] == "abandoned"]
     assert [(r["run_id"], r["slot"]) for r in abandoned] == [(crashed["run_id"], crashed["slot"])]
+    # Stopped by the second daemon before it fired anything: no second run beside it.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(child, 0)
+    assert abandoned[0]["error"].endswith(
+        "it still ran at the next start and was stopped (SIGTERM)"
+    )
+    later = [r for r in lines if r["outcome"] == "started" and r["run_id"] != crashed["run_id"]]
+    assert later[0]["started_at"] >= abandoned[0]["ended_at"]
     assert [r["slot"] for r in lines if r["outcome"] == "started"].count(crashed["slot"]) == 1
 
 

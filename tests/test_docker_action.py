@@ -20,7 +20,7 @@ from kron.model.run import Outcome, Trigger
 
 from .clock import FakeClock
 from .docker_engine import IMAGE, kron_containers, require_engine
-from .harness import DEADLINE_S, Events, make_job, until_true
+from .harness import DEADLINE_S, Events, make_job, until_true, write_job
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -341,3 +341,58 @@ def test_a_docker_job_without_an_image_is_a_validation_error_on_its_line(
     assert [str(p) for p in load_dir(jobs_dir).errors] == [
         f"{jobs_dir / 'box.toml'}:3:1: docker: 'image' is required"
     ]
+
+
+def test_a_container_left_by_a_crashed_daemon_is_stopped_and_removed_at_the_next_start(
+    jobs_dir: Path, clean: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .harness import read_records
+
+    write_job(
+        jobs_dir,
+        "box.toml",
+        f'schedule = "* * * * * *"\ntimezone = "UTC"\nkill_grace = "2s"\n'
+        f'[docker]\nimage = "{IMAGE}"\ncommand = "sleep 600"\n',
+    )
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(jobs_dir.parent)}
+    argv = [sys.executable, "-m", "kron", "daemon", "--jobs-dir", str(jobs_dir)]
+    log = jobs_dir.parent / "daemon.log"
+
+    def wait(predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    def running() -> list[str]:
+        return [c.name for c in clean.containers.list(filters={"label": "kron.job=box"})]
+
+    with open(log, "ab") as handle:
+        first = subprocess.Popen(argv, stderr=handle, stdout=subprocess.DEVNULL, env=env)
+    try:
+        wait(lambda: len(running()) == 1, "the container to run")
+    finally:
+        first.kill()
+        first.wait(DEADLINE_S)
+    [left] = running()
+    with open(log, "ab") as handle:
+        second = subprocess.Popen(argv, stderr=handle, stdout=subprocess.DEVNULL, env=env)
+    path = jobs_dir / "box.runs.jsonl"
+    try:
+        wait(
+            lambda: any(r["outcome"] == "abandoned" for r in read_records(path)),
+            "the abandoned record",
+        )
+        assert left not in kron_containers(clean)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(DEADLINE_S) == 0
+    [abandoned] = [r for r in read_records(path) if r["outcome"] == "abandoned"]
+    assert left.endswith(abandoned["run_id"])
+    assert abandoned["error"].endswith("was stopped (SIGKILL)")  # sleep as PID 1 ignores TERM

@@ -164,6 +164,7 @@ def test_metrics_count_runs_by_outcome_time_them_and_show_the_daemon_state(
         )
         during = await scrape(client)
         assert during["kron_running_runs"] == {("kron_running_runs", ()): 1.0}
+        assert during["kron_runs_stuck"] == {("kron_runs_stuck", ()): 0.0}
 
         await clock.set(datetime(2026, 3, 2, 7, 2, tzinfo=UTC))
         await events.until(
@@ -212,6 +213,7 @@ def test_metrics_count_runs_by_outcome_time_them_and_show_the_daemon_state(
             "kron_run_duration_seconds",
             "kron_running_runs",
             "kron_runs",
+            "kron_runs_stuck",
             "kron_start_time_seconds",
         ]
 

@@ -51,7 +51,7 @@ def test_a_bad_timeout_does_not_hide_a_bad_interval_a_zone_or_an_enum(
         'b.toml:5:1: concurrency: "forbidd" is not one of "forbid", "allow", "replace"; '
         "did you mean 'forbid'?",
         'b.toml:7:1: notify.0.on.0: "falure" is not one of "success", "failure", "recovery", '
-        "\"always\"; did you mean 'failure'?",
+        '"always", "stuck"; did you mean \'failure\'?',
         "1 file: 0 valid, 1 with errors, 0 warnings",
     ]
 

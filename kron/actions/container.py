@@ -25,7 +25,7 @@ from kron.model.job import DockerAction, Job
 from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
 
-__all__ = ["run_docker"]
+__all__ = ["run_docker", "stop_left_behind"]
 
 log = logging.getLogger("kron.docker")
 
@@ -325,3 +325,41 @@ def _in_own_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
 
     threading.Thread(target=target, name=name, daemon=True).start()
     return future
+
+
+async def stop_left_behind(job: Job, run_id: str) -> str | None:
+    """Stop and remove the container of a run a crashed daemon left behind; return the
+    signal that ended it (None when there was none, or the engine cannot be reached)."""
+    try:
+        client = await asyncio.to_thread(connect)
+    except EngineUnreachable as exc:
+        log.warning("job %s: cannot look for run %s's container: %s", job.id, run_id, exc)
+        return None
+    try:
+        return await asyncio.to_thread(_stop_by_label, client, run_id, job.kill_grace)
+    finally:
+        client.close()
+
+
+def _stop_by_label(client: Any, run_id: str, grace: timedelta) -> str | None:
+    from docker.errors import DockerException
+    from requests import RequestException
+
+    try:
+        found = client.containers.list(all=True, filters={"label": f"kron.run_id={run_id}"})
+    except (DockerException, RequestException) as exc:
+        log.warning("cannot look for run %s's container: %s", run_id, _explain(exc))
+        return None
+    sent = None
+    for container in found:
+        if container.status == "running":
+            sent = "SIGTERM"
+            _signal(container, "SIGTERM")
+            try:
+                container.wait(timeout=grace.total_seconds())
+            except (DockerException, RequestException):
+                sent = "SIGKILL"
+                _signal(container, "SIGKILL")
+        log.warning("removing container %s of run %s, left by a crash", container.short_id, run_id)
+        _remove(container)
+    return sent

@@ -129,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "check-records",
+        parents=[common],
+        help="check every records file: torn lines, runs without an end, slots recorded twice "
+        "or not at all (exit 1 when any)",
+    )
+    p.add_argument(
+        "--records-dir", type=Path, help="where the records are (as given to the daemon)"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of job files")
     p.add_argument("--settings", action="store_true", help="the schema of kron.toml instead")
 
@@ -209,6 +220,7 @@ _COMMANDS: dict[str, Command] = {
     "cancel": ops.cancel,
     "history": records.history,
     "show": records.show,
+    "check-records": records.check_records,
     "validate": files.validate,
     "next": files.next_fires,
     "schema": files.schema,

@@ -167,12 +167,15 @@ def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 r["job"],
                 r["slot"] or "",
                 r["trigger"],
-                r["state"],
+                r["state"] + (" (stuck)" if r.get("stuck") else ""),
                 r["started_at"] or "",
             )
             for r in running
         ]
         print_table(rows, out, indent="  ")
+        for r in running:
+            if r.get("stuck"):
+                print(f"  stuck: {r['job']} run {r['run_id']}: {r['stuck']}", file=out)
     return EXIT_OK
 
 
@@ -198,6 +201,8 @@ def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             state = j["firing"]  # manual, at boot, done
         if j["running"]:
             state = ("running " + state).strip()
+        if j.get("stuck"):
+            state += " (stuck)"
         nxt = local_time(j["next_fire"], j["timezone"])
         rows.append((j["id"], j["schedule"], j["timezone"], nxt, j["last_outcome"] or "", state))
     print_table(rows, out)

@@ -1,4 +1,4 @@
-"""The commands that read run records: history, show."""
+"""The commands that read run records: history, show, check-records."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
-from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_USAGE, job_ids, store_for, unknown_job
+from kron.cli.common import (
+    EXIT_BAD,
+    EXIT_OK,
+    EXIT_USAGE,
+    client_for,
+    job_ids,
+    records_root,
+    store_for,
+    unknown_job,
+)
 from kron.cli.output import print_record, print_table
 from kron.model.errors import UsageError, ValueProblem
 
-__all__ = ["history", "show"]
+__all__ = ["check_records", "history", "show"]
 
 
 def _parse_since(text: str) -> datetime:
@@ -104,3 +113,33 @@ def show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         record["deliveries"] = deliveries
     print_record(record, out, as_json=args.json)
     return EXIT_OK
+
+
+def check_records(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.config.catalog import load_dir
+    from kron.engine.consistency import check_records as check
+    from kron.model.errors import DaemonUnreachable
+    from kron.model.units import plural
+
+    began = datetime.now(UTC)
+    try:  # asked before reading: a run that ends meanwhile has its end in the file
+        status = client_for(args.jobs_dir).get("/v1/status")
+        running = {str(run["run_id"]) for run in status.get("running", ())}
+    except DaemonUnreachable:
+        running = set()
+    jobs = load_dir(args.jobs_dir).jobs if args.jobs_dir.is_dir() else {}
+    root = records_root(args.jobs_dir, args.records_dir)
+    report = check(root, jobs=jobs, running=running, since_check=began)
+    if args.json:
+        json.dump(report.to_json(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        for finding in report.findings:
+            print(finding, file=out)
+        problems = len(report.findings)
+        print(
+            f"{plural(report.files, 'records file')}, {plural(report.runs, 'run')}: "
+            + (plural(problems, "problem") if problems else "all whole, none twice, none lost"),
+            file=out,
+        )
+    return EXIT_BAD if report.findings else EXIT_OK

@@ -350,6 +350,7 @@ def build_job(
         "group": data.get("group"),
         "umask": int(data["umask"], 8) if "umask" in data else None,
         "timeout": b.maybe_duration(data, "timeout"),
+        "expected_duration": b.maybe_duration(data, "expected_duration"),
         "kill_grace": b.duration(data, "kill_grace", _KILL_GRACE),
         "concurrency": Concurrency(data.get("concurrency", "forbid")),
         "catchup": Catchup(data.get("catchup", "none")),
@@ -371,6 +372,9 @@ def build_job(
         if records
         else _KEEP_DEFAULT,
     }
+    expected = job_kwargs["expected_duration"]
+    if expected is not None and expected < timedelta(seconds=1):
+        b.problem(["expected_duration"], "must be at least 1s")
     if action is not None and (why := policy_violation(action, settings.policy)):
         b.problem([next(k for k in ACTION_KEYS if k in data)], why)
     if any(p.severity == "error" for p in b.problems) or schedule is None or action is None:
@@ -407,6 +411,14 @@ def _warnings(b: Builder, job: Job, now: datetime) -> list[Problem]:
             ["timeout"],
             f"timeout {format_duration(job.timeout)} is longer than the "
             f"{format_duration(interval)} between slots; slots will be skipped",
+            severity=Severity.WARNING,
+        )
+    if job.timeout and job.expected_duration and job.expected_duration >= job.timeout:
+        b.problem(
+            ["expected_duration"],
+            f"expected_duration {format_duration(job.expected_duration)} is not shorter than "
+            f"timeout {format_duration(job.timeout)}: a run is stopped before it could be "
+            "called stuck",
             severity=Severity.WARNING,
         )
     if kind is ScheduleKind.AT and job.schedule.next_fire(now) is None:

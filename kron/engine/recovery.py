@@ -22,7 +22,7 @@ from datetime import timedelta
 from kron.engine.state import current_boot_id
 from kron.model.run import ProcessNote
 
-__all__ = ["group_alive", "note_for", "start_ticks", "stop_group"]
+__all__ = ["find_by_environment", "group_alive", "note_for", "start_ticks", "stop_group"]
 
 log = logging.getLogger("kron.daemon")
 _AFTER_KILL_WAIT_S = 5.0
@@ -51,6 +51,36 @@ def note_for(run_id: str, job: str, pgid: int) -> ProcessNote:
     return ProcessNote(
         run_id=run_id, job=job, pgid=pgid, start_ticks=start_ticks(pgid), boot_id=_boot_id()
     )
+
+
+def find_by_environment(runs: dict[str, str]) -> dict[str, ProcessNote]:
+    """Notes for runs whose processes started but whose note was never written (the daemon
+    died between the two), found by the KRON_RUN_ID every run's processes inherit.
+
+    Args:
+        runs: job id of each run id to look for.
+    """
+    wanted = {f"KRON_RUN_ID={run_id}".encode(): run_id for run_id in runs}
+    found: dict[str, ProcessNote] = {}
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return found
+    own_group = os.getpgid(0)
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                variables = f.read().split(b"\0")
+            pgid = os.getpgid(pid)
+        except OSError:
+            continue  # gone, or not ours to read
+        if pgid == own_group:
+            continue  # never this daemon's own group
+        for variable in variables:
+            run_id = wanted.get(variable)
+            if run_id is not None and run_id not in found:
+                found[run_id] = note_for(run_id, runs[run_id], pgid)
+    return found
 
 
 def group_alive(note: ProcessNote) -> bool:

@@ -30,6 +30,7 @@ class Run:
     task: asyncio.Task[RunEnded | None] | None = None
     started_at: datetime | None = None
     last: RunEnded | None = None
+    stuck: str | None = None  # why it is called stuck (kron.engine.stuck), while it runs
 
     def stop(self, reason: Outcome) -> None:
         if self.stop_reason is None:

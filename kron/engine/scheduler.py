@@ -22,7 +22,7 @@ from kron.actions.dispatch import execute
 from kron.engine.attempts import Attempts, Execute
 from kron.engine.coordinator import Coordinator
 from kron.engine.runs import JobState, Run
-from kron.engine.slots import LATE_TOLERANCE, NextFires, due_slots
+from kron.engine.slots import LATE_TOLERANCE, RANGE_NOTE, NextFires, due_slots
 from kron.model.clock import Clock
 from kron.model.job import Catchup, Concurrency, Job
 from kron.model.policy import Policy
@@ -144,7 +144,8 @@ class Scheduler:
             js.last_success_at = last_success or js.last_success_at
         self._jobs[job.id] = js
         if catchup and job.enabled and not paused:
-            js.catchup.extend(catchup)
+            queued = {slot for slot, _ in js.catchup}
+            js.catchup.extend(item for item in sorted(catchup) if item[0] not in queued)
         horizon = now - jitter_offset(job.id, job.jitter)
         if cursor < horizon:
             first = self._next_fires.after(job.schedule, cursor)
@@ -287,15 +288,18 @@ class Scheduler:
                 earlier,
                 Outcome.MISSED,
                 now,
-                f"{why}; and every slot from here until {format_time(first)}",
+                f"{why}; {RANGE_NOTE} {format_time(first)}",
             )
         for slot in missed:
             if slot not in chosen:
                 self._record_slot(job, slot, Outcome.MISSED, now, why)
         if chosen:
             js.cursor = max(js.cursor, chosen[-1])
-        for slot in chosen:
-            self.fire(job.id, slot=slot, trigger=Trigger.CATCHUP)
+            # All through the kept queue, the first too: a crash before a slot's run is
+            # recorded must find it there.
+            js.catchup.extend((slot, Trigger.CATCHUP) for slot in chosen)
+            self._queue_changed(js)
+            self._next_catchup(js)
 
     def _record_slot(
         self,
@@ -392,6 +396,8 @@ class Scheduler:
         finally:
             run.state = RunState.DONE
             js.runs.discard(run)
+            if run.trigger is Trigger.CATCHUP:
+                self._queue_changed(js)  # its record is written: it leaves the kept queue
         if ended is None:  # another daemon runs this slot
             self._next_catchup(js)
             return None
@@ -423,8 +429,9 @@ class Scheduler:
 
     def _next_catchup(self, js: JobState) -> None:
         if js.catchup and not js.alive and self._jobs.get(js.job.id) is js and not self._stopping:
+            # The slot stays in the kept queue until its run has ended (see _run): a crash
+            # before its started record is written must not lose it.
             slot, trigger = js.catchup.popleft()
-            self._queue_changed(js)
             self.fire(js.job.id, slot=slot, trigger=trigger, queued=True)
 
     def _queue_changed(self, js: JobState) -> None:

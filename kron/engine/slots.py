@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from kron.model.schedule import Schedule, ScheduleKind
 
-__all__ = ["LATE_TOLERANCE", "MAX_MISSED_LISTED", "NextFires", "due_slots"]
+__all__ = ["LATE_TOLERANCE", "MAX_MISSED_LISTED", "RANGE_NOTE", "NextFires", "due_slots"]
 
 # A slot is run on schedule when the daemon wakes for it no later than this; a slot found
 # later than that (a stalled or suspended host, a forward clock step) counts as missed and
@@ -16,6 +16,8 @@ LATE_TOLERANCE = timedelta(seconds=60)
 # At most this many missed slots are listed one by one after a long outage; older ones are
 # summed up in a single record, so a year of downtime of a seconds job costs no more.
 MAX_MISSED_LISTED = 1000
+# How the record of the oldest listed slot says it stands for the unlisted ones before it too.
+RANGE_NOTE = "and every slot from here until"
 MEMO_SIZE = 16384  # schedules whose last next-fire answer is kept
 
 

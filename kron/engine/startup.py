@@ -35,11 +35,18 @@ class Startup:
 
 def where_it_stands(job: Job, store: RecordStore, state: State, now: datetime) -> Startup:
     """The newest of: its last recorded slot, when kron first saw it, where it stood at the
-    last clean stop; now for a job never seen. And what a stop or a crash left undone."""
+    last clean stop, its queued catch-up slots; now for a job never seen. And what a stop or a
+    crash left undone."""
     standing = store.standing(job.id)
+    queued = state.catchup.get(job.id, [])
     candidates = [
         t
-        for t in (standing.last_slot, state.first_seen.get(job.id), state.cursors.get(job.id))
+        for t in (
+            standing.last_slot,
+            state.first_seen.get(job.id),
+            state.cursors.get(job.id),
+            *(slot for slot, _ in queued),  # decided already: never a missed slot again
+        )
         if t
     ]
     return Startup(
@@ -48,7 +55,7 @@ def where_it_stands(job: Job, store: RecordStore, state: State, now: datetime) -
         last=standing.last,
         last_success=standing.last_success.ended_at if standing.last_success else None,
         standing=standing,
-        catchup=_still_queued(state.catchup.get(job.id, []), standing),
+        catchup=_still_queued(queued, standing),
         retries=_pending_retries(job, standing),
     )
 
@@ -122,11 +129,7 @@ def abandoned(
         job.id,
         started.run_id,
     )
-    how = (
-        f"; its processes still ran at the next start and were stopped ({stopped})"
-        if stopped
-        else ""
-    )
+    how = f"; it still ran at the next start and was stopped ({stopped})" if stopped else ""
     return RunEnded(
         run_id=started.run_id,
         job=job.id,

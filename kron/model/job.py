@@ -169,6 +169,7 @@ class Job:
     group: str | None = None
     umask: int | None = None
     timeout: timedelta | None = None
+    expected_duration: timedelta | None = None  # longer is `stuck` (else judged by history)
     kill_grace: timedelta = timedelta(seconds=10)
     concurrency: Concurrency = Concurrency.FORBID
     catchup: Catchup = Catchup.NONE

@@ -16,6 +16,7 @@ When a delivery fires (`on`):
   `replaced` runs, and records of slots that never ran, are neither and are passed over. The
   previous one is kept in memory, first read from the records, so a restart does not forget it.
 - `always`: every final outcome of a run, `skipped` and `replaced` included.
+- `stuck`: sent while the run still runs, once, when kron.engine.stuck finds it stuck.
 
 Records of slots that never ran (`missed`, `skipped` by overlap, `dependency_failed`) are not
 runs and notify nothing: the upstream job's own failure is the one worth a message.
@@ -29,13 +30,15 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from kron.actions.base import RunEnvironment
+from kron.engine.runs import Run
 from kron.engine.store import RecordStore
+from kron.engine.stuck import Stuck
 from kron.model.clock import Clock, RealClock
 from kron.model.job import Delivery, Job
 from kron.model.run import FAILED_FOR_GOOD, HOST, DeliveryNote, Event, Outcome, RunEnded
 from kron.model.secrets import Secrets
 from kron.notify.channels import DeliveryError, Target, resolve_target, send, target_secrets
-from kron.notify.message import Message, build_message
+from kron.notify.message import Message, build_message, stuck_message
 from kron.notify.sender import Sender
 
 __all__ = ["MAX_BACKOFF_S", "Deliveries", "backoff_s", "wants"]
@@ -138,6 +141,37 @@ class Deliveries(Sender):
                     env=env,
                     secrets=secrets,
                 )
+            )
+
+    def run_stuck(self, job: Job, run: Run, stuck: Stuck) -> None:
+        """Send the `stuck` deliveries of a run found stuck; it goes on running."""
+        chosen = [d for d in job.notify if "stuck" in d.on]
+        if not chosen or run.started_at is None:
+            return
+        env, secrets = _environment(job)
+        targets: list[tuple[Delivery, Target | DeliveryError]] = []
+        for delivery in chosen:
+            try:
+                target = resolve_target(delivery, env)
+            except DeliveryError as exc:
+                targets.append((delivery, exc))
+            else:
+                targets.append((delivery, target))
+                secrets += target_secrets(target)
+        message = stuck_message(
+            job,
+            run.run_id,
+            slot=run.slot,
+            started_at=run.started_at,
+            attempt=run.attempt,
+            trigger=run.trigger.value,
+            reason=stuck.reason,
+            now=self._clock.now(),
+            host=self._host,
+        )
+        for delivery, resolved in targets:
+            self._start(
+                self._deliver(job, delivery, resolved, message=message, env=env, secrets=secrets)
             )
 
     def _previous_failed(self, job_id: str, run_id: str) -> bool:

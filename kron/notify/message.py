@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from kron.model.job import AgentAction, Job
@@ -29,6 +29,7 @@ __all__ = [
     "cut",
     "render_json",
     "render_text",
+    "stuck_message",
     "utf16_len",
 ]
 
@@ -55,7 +56,7 @@ class Message:
     trigger: str
     slot: str
     started_at: str | None
-    ended_at: str
+    ended_at: str | None  # None: the run goes on (a `stuck` message)
     duration_s: float | None
     host: str
     exit_code: int | None
@@ -81,7 +82,8 @@ class Message:
         if self.signal is not None:
             how.append(f"signal {self.signal}")
         if self.duration_s is not None:
-            how.append(f"after {_seconds(self.duration_s)}")
+            since = "after" if self.ended_at is not None else "running for"
+            how.append(f"{since} {_seconds(self.duration_s)}")
         detail = f" ({', '.join(how)})" if how else ""
         return f"{self.headline}{detail} on {self.host}"
 
@@ -110,6 +112,34 @@ def build_message(
         stdout=hidden.mask(ended.stdout),
         stderr=hidden.mask(ended.stderr),
         truncated=ended.truncated,
+        answer=isinstance(job.action, AgentAction),
+    )
+
+
+def stuck_message(
+    job: Job, run_id: str, *, slot: datetime, started_at: datetime, attempt: int, trigger: str,
+    reason: str, now: datetime, host: str = HOST,
+) -> Message:  # fmt: skip
+    """The message about a run found stuck: it still runs, so there is no output yet."""
+    return Message(
+        job=job.id,
+        outcome="stuck",
+        recovery=False,
+        run_id=run_id,
+        attempt=attempt,
+        trigger=trigger,
+        slot=format_time(slot),
+        started_at=format_time(started_at),
+        ended_at=None,
+        duration_s=(now - started_at).total_seconds(),
+        host=host,
+        exit_code=None,
+        signal=None,
+        error=f"stuck: {reason}; it goes on running",
+        upstream=None,
+        stdout="",
+        stderr="",
+        truncated=False,
         answer=isinstance(job.action, AgentAction),
     )
 

@@ -75,6 +75,7 @@ class Daemon:
         self.control = control
         self.notifier = notifier or Notifier.from_environment()
         self._runtime: Runtime | None = None  # built by start(), once the jobs are loaded
+        self.view: DaemonView | None = None  # built by start(), with the runtime
         self._servers: list[asyncio.Server] = []
         self._control_socket: Path | None = None
         self._stop = asyncio.Event()
@@ -133,7 +134,7 @@ class Daemon:
             self.jobs_dir, settings, clock=self.clock, records_dir=self._records_dir, lock=lock
         )
         self.stats.records_root = runtime.records_root
-        view = DaemonView(
+        view = self.view = DaemonView(
             scheduler=runtime.scheduler,
             store=runtime.store,
             clock=self.clock,
@@ -328,6 +329,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         runner = asyncio.ensure_future(scheduler.run_forever())
+        stuck = asyncio.ensure_future(self.runtime.stuck.run_forever())
         follower = asyncio.ensure_future(self._follow()) if watch else None
         stopper = asyncio.ensure_future(self._stop.wait())
         watchdog = asyncio.ensure_future(watchdog_loop(self.notifier, self._stop))
@@ -342,7 +344,7 @@ class Daemon:
         await scheduler.shutdown(self.settings.shutdown_grace)
         await self.runtime.drain()
         self.runtime.remember_cursors()
-        for task in (runner, follower, watchdog):
+        for task in (runner, stuck, follower, watchdog):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -236,6 +236,8 @@ def job_state(job: JobView) -> str:
     states = []
     if job.running:
         states.append('<span class="badge run">running</span>')
+    if job.stuck:
+        states.append('<span class="badge bad">stuck</span>')
     if job.paused:
         states.append('<span class="badge warn">paused</span>')
     if not job.enabled:

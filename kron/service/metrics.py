@@ -109,7 +109,12 @@ class _DaemonState(Collector):
         yield GaugeMetricFamily(
             "kron_running_runs",
             "Runs alive now: running, queued for max_concurrent, or waiting to retry.",
-            value=len(view.running()),
+            value=len(running := view.running()),
+        )
+        yield GaugeMetricFamily(
+            "kron_runs_stuck",
+            "Runs alive past their expected_duration (or 3x the p95 of recent successes).",
+            value=sum(1 for run in running if run.stuck),
         )
         yield _per_job(
             "kron_next_fire_timestamp_seconds",

@@ -17,14 +17,15 @@ from kron.engine.audit import AuditLog
 from kron.engine.budget import AgentBudget
 from kron.engine.chain import Chains
 from kron.engine.coordinator import JobsDirLock, LocalCoordinator
-from kron.engine.recovery import group_alive, stop_group
+from kron.engine.recovery import find_by_environment, group_alive, stop_group
 from kron.engine.runs import Run
 from kron.engine.scheduler import Scheduler
 from kron.engine.startup import Startup, abandoned, missed_retry, retry_is_late, where_it_stands
 from kron.engine.state import State, kron_dir
 from kron.engine.store import FileRecordStore, RecordStore
+from kron.engine.stuck import StuckRuns
 from kron.model.clock import Clock
-from kron.model.job import Job
+from kron.model.job import DockerAction, Job
 from kron.model.run import ProcessNote, RunStarted, Trigger
 from kron.model.schedule import ScheduleKind
 from kron.model.settings import Settings
@@ -90,6 +91,9 @@ class Runtime:
         self.deliveries.attach(self.scheduler)
         self.healthchecks = Healthchecks()
         self.healthchecks.attach(self.scheduler)
+        self.stuck = StuckRuns(store=self.store, clock=clock)
+        self.stuck.attach(self.scheduler)
+        self.stuck.on_stuck(self.deliveries.run_stuck)
         self.audit = AuditLog(kron_dir(self.records_root) / "audit.jsonl", clock) if audit else None
 
     # -- the job set ------------------------------------------------------------------------
@@ -106,12 +110,22 @@ class Runtime:
         state = self.state
         startups = {job.id: where_it_stands(job, self.store, state, now) for job in jobs.values()}
         orphans = []
+        unnoted = {
+            started.run_id: job.id
+            for job in jobs.values()
+            for started in startups[job.id].abandoned
+            if startups[job.id].standing.process_of(started.run_id) is None
+        }
+        # Killed between starting a run's processes and noting them: look for them by name.
+        found = find_by_environment(unnoted) if unnoted else {}
         for job in jobs.values():
             state.first_seen.setdefault(job.id, now)
             standing = startups[job.id].standing
             for started in startups[job.id].abandoned:
-                note = standing.process_of(started.run_id)
-                if note is not None and group_alive(note):
+                note = standing.process_of(started.run_id) or found.get(started.run_id)
+                if isinstance(job.action, DockerAction):
+                    orphans.append(self._stop_container(job, started))
+                elif note is not None and group_alive(note):
                     orphans.append(self._stop_orphan(job, started, note))
                 else:
                     # Through the scheduler, as every record: the store writes it, metrics count.
@@ -179,6 +193,13 @@ class Runtime:
             note.pgid,
         )
         sent = await stop_group(note, job.kill_grace)
+        self.scheduler.emit(abandoned(job, started, self.clock.now(), stopped=sent))
+
+    async def _stop_container(self, job: Job, started: RunStarted) -> None:
+        """Stop and remove the container a crashed daemon's run left, then record the run."""
+        from kron.actions.container import stop_left_behind  # lazy: the docker SDK
+
+        sent = await stop_left_behind(job, started.run_id)
         self.scheduler.emit(abandoned(job, started, self.clock.now(), stopped=sent))
 
     def _keep_queue(self, job_id: str, queue: list[tuple[datetime, Trigger]]) -> None:

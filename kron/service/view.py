@@ -45,6 +45,7 @@ class RunView:
     started_at: datetime | None
     pid: int | None
     config_sha: str
+    stuck: str | None = None  # why it is called stuck
 
     @classmethod
     def of(cls, run: Run) -> RunView:
@@ -58,6 +59,7 @@ class RunView:
             started_at=run.started_at,
             pid=run.pgid,
             config_sha=run.job.config_sha,
+            stuck=run.stuck,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class RunView:
             "started_at": _time(self.started_at),
             "pid": self.pid,
             "config_sha": self.config_sha,
+            "stuck": self.stuck,
         }
 
 
@@ -90,6 +93,7 @@ class JobView:
     enabled: bool
     paused: bool
     running: int
+    stuck: int  # of its running runs, those called stuck
     tags: Mapping[str, str]
     config_sha: str
     firing: str  # scheduled, or why the schedule never fires it: manual, at boot, done
@@ -119,6 +123,7 @@ class JobView:
             enabled=job.enabled,
             paused=js.paused,
             running=len(js.alive),
+            stuck=sum(1 for run in js.alive if run.stuck),
             tags=job.tags,
             config_sha=job.config_sha,
             firing=firing,
@@ -138,6 +143,7 @@ class JobView:
             "enabled": self.enabled,
             "paused": self.paused,
             "running": self.running,
+            "stuck": self.stuck,
             "tags": dict(self.tags),
             "config_sha": self.config_sha,
             "firing": self.firing,

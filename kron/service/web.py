@@ -162,7 +162,12 @@ class StatusSite:
                         [
                             run_link(run.run_id, run.job),
                             job_link(run.job),
-                            badge(run.state),
+                            badge(run.state)
+                            + (
+                                f' <span class="badge bad" title="{esc(run.stuck)}">stuck</span>'
+                                if run.stuck
+                                else ""
+                            ),
                             esc(run.trigger),
                             esc(run.attempt),
                             time_cell(run.started_at, view.zone(run.job), now),

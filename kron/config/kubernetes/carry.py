@@ -352,6 +352,15 @@ def _kron_features(job: Job) -> list[Finding]:
                     "does not have: it is sent only after a failure in the same pod",
                 )
             )
+    if job.expected_duration is not None or any("stuck" in d.on for d in job.notify):
+        found.append(
+            Finding(
+                kind=Kind.DIFFERS,
+                pointer=("expected_duration",) if job.expected_duration else ("notify",),
+                message="stuck runs are not flagged in a cluster: no daemon watches the pod "
+                "(`timeout` becomes its activeDeadlineSeconds)",
+            )
+        )
     if job.healthcheck is not None:
         found.append(_needs("healthcheck", "healthcheck pings"))
     if job.success_codes != frozenset({0}):
