@@ -192,20 +192,34 @@ class Daemon:
         log.info("control socket: %s", path)
 
     async def _start_metrics(self, view: DaemonView, metrics: Metrics, address: str) -> None:
-        """Serve /metrics and the read-only status page on `address` (HOST:PORT)."""
+        """Serve /metrics and the status page on `address` (HOST:PORT), with its actions when
+        `[web]` turns them on."""
         # Lazy, as the metrics: a daemon without a `metrics` listener never loads them.
         from kron.service.httpd import serve_tcp
         from kron.service.web import StatusSite, listen_address
+        from kron.service.webactions import Console
+        from kron.service.webauth import Sessions, read_token
 
         host, port = listen_address(address)
         shown = f"[{host}]" if ":" in host else host
+        web = self.settings.web
+        console = None
+        if web.actions:
+            # Read once, at start: a new token takes a restart, which also ends every session.
+            sessions = Sessions(read_token(web), now=self.clock.now)
+            console = Console(view, self.runtime, sessions)
         try:
-            server = await serve_tcp(host, port, StatusSite(view, metrics))
+            server = await serve_tcp(host, port, StatusSite(view, metrics, console))
         except OSError as exc:
             raise KronError(f"cannot listen on metrics = {shown}:{port}: {exc}") from None
         self._servers.append(server)
         bound_port = server.sockets[0].getsockname()[1]
-        log.info("metrics and status page: http://%s:%d/", shown, bound_port)
+        log.info(
+            "metrics and status page: http://%s:%d/%s",
+            shown,
+            bound_port,
+            " (actions on: log in with the token in [web] token_file)" if console else "",
+        )
 
     # -- reloading --------------------------------------------------------------------------
 
