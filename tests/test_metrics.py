@@ -37,11 +37,15 @@ def free_port() -> int:
         return port
 
 
-def with_listener(jobs_dir: Path, clock: FakeClock, body: Body, *, port: int | None = None) -> None:
-    """Start a Daemon whose kron.toml turns the listener on, run `body` with an HTTP client
-    for it, then stop the daemon as SIGTERM would."""
+def with_listener(
+    jobs_dir: Path, clock: FakeClock, body: Body, *, port: int | None = None, settings: str = ""
+) -> None:
+    """Start a Daemon whose kron.toml turns the listener on (`settings`: more of kron.toml),
+    run `body` with an HTTP client for it, then stop the daemon as SIGTERM would."""
     port = port or free_port()
-    (jobs_dir / "kron.toml").write_text(f'metrics = "127.0.0.1:{port}"\n', encoding="utf-8")
+    (jobs_dir / "kron.toml").write_text(
+        f'metrics = "127.0.0.1:{port}"\n{settings}', encoding="utf-8"
+    )
 
     async def main() -> None:
         daemon = Daemon(jobs_dir, clock=clock, boot_id="boot-1", control=False)

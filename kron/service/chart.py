@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from kron.model.run import RunRecord, RunStarted
+from kron.model.run import Outcome, RunRecord, RunStarted
 from kron.model.units import format_duration, plural
 from kron.service.html import RUNNING, badge_class, esc
 
@@ -31,6 +31,10 @@ _TOP = 16.0  # where the bars' area starts
 _BOTTOM = 98.0  # the bars' base line
 _MIN_BAR = 1.5  # the shortest bar of a run that took any time, so that it shows at all
 _ZERO_BAR = 0.6  # a run of 0 s: a tick on the base line, to tell it from a slot that never ran
+_ORDER = {
+    name: index
+    for index, name in enumerate([*(o.value for o in Outcome if o.is_terminal), RUNNING])
+}
 
 
 def runs_chart(runs: Sequence[RunRecord], zone: ZoneInfo, now: datetime) -> str:
@@ -45,8 +49,8 @@ def runs_chart(runs: Sequence[RunRecord], zone: ZoneInfo, now: datetime) -> str:
     first = CHART_RUNS - len(shown)  # right-aligned: the newest run is always on the right
     for index, (run, seconds) in enumerate(zip(shown, durations, strict=True)):
         columns.append(_column(run, seconds, longest, (first + index) * _COLUMN, zone))
-    outcomes = Counter(_outcome(run) for run in shown)
-    counts = ", ".join(f"{count} {outcome}" for outcome, count in outcomes.most_common())
+    outcomes = sorted(Counter(_outcome(run) for run in shown).items(), key=_in_order)
+    counts = ", ".join(f"{count} {outcome}" for outcome, count in outcomes)
     span = _span(durations)
     label = (
         f"Outcomes and durations of the last {plural(len(shown), 'run')}, oldest first: {counts}."
@@ -60,8 +64,9 @@ def runs_chart(runs: Sequence[RunRecord], zone: ZoneInfo, now: datetime) -> str:
         f'y2="{_BOTTOM:g}"/>{"".join(columns)}</svg>'
     )
     legend = " ".join(
-        f'<span class="{badge_class(outcome)}">&#9632;</span> {count} {esc(outcome)}'
-        for outcome, count in outcomes.most_common()
+        f'<span class="key"><span class="{badge_class(outcome)}">&#9632;</span> '
+        f"{count} {esc(outcome)}</span>"
+        for outcome, count in outcomes
     )
     scale = f"tallest bar {format_duration(timedelta(seconds=longest))}" if longest else ""
     caption = " · ".join(
@@ -97,7 +102,7 @@ def _column(
             f'<rect class="bar" x="{x:g}" y="{_BOTTOM - height:g}" width="{_BAR:g}" '
             f'height="{height:g}"/>'
         )
-    return f'<g class="run {badge_class(outcome)}">{"".join(parts)}</g>'
+    return f'<g class="col {badge_class(outcome)}">{"".join(parts)}</g>'
 
 
 def _bar_height(seconds: float, longest: float | None) -> float:
@@ -117,6 +122,11 @@ def _duration_s(run: RunRecord, now: datetime) -> float | None:
     if seconds is None or not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
+
+
+def _in_order(item: tuple[str, int]) -> int:
+    """Outcomes in the order of the record format's list, a live run last."""
+    return _ORDER.get(item[0], len(_ORDER))
 
 
 def _outcome(run: RunRecord) -> str:

@@ -34,7 +34,7 @@ font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 header{display:flex;flex-wrap:wrap;gap:.2rem .75rem;align-items:baseline;padding:.6rem 1rem;
 border-bottom:1px solid var(--line);overflow-wrap:anywhere}
 header a{font-weight:700;font-size:1.1rem;color:inherit;text-decoration:none}
-main{max-width:72rem;margin:0 auto;padding:.5rem 1rem 2rem}
+main{max-width:80rem;margin:0 auto;padding:.5rem 1rem 2rem}
 h1{font-size:1.35rem;margin:.8rem 0 .4rem;overflow-wrap:anywhere}
 h2{font-size:1.1rem;margin:1.6rem 0 .5rem}
 a{color:var(--run)}
@@ -64,8 +64,12 @@ border-radius:4px;padding:0 .3rem;margin:0 .2rem .1rem 0;font-size:.85rem}
 table.sticky td:first-child,table.sticky th:first-child{position:sticky;left:0;z-index:1;
 background:var(--bg);box-shadow:1px 0 0 var(--line)}
 table.sticky th:first-child{background:var(--code)}
-table.stack td{white-space:normal;overflow-wrap:anywhere}
-time,.badge{white-space:nowrap}
+table.stack td{white-space:normal;overflow-wrap:break-word}
+table.stack td:first-child,table.jobs td:nth-child(2){overflow-wrap:anywhere}
+table.stack td>div{min-width:0}
+table.jobs .tag{display:block;width:fit-content;max-width:16rem;overflow:hidden;
+text-overflow:ellipsis;white-space:nowrap}
+.badge{white-space:nowrap}
 @media (max-width:40rem){table.stack thead{display:none}
 table.stack,table.stack tbody,table.stack tr,table.stack td{display:block}
 table.stack tr{padding:.4rem 0;border-bottom:1px solid var(--line)}
@@ -76,15 +80,17 @@ table.stack td::before{content:attr(data-label);color:var(--muted);font-size:.8r
 text-transform:uppercase;letter-spacing:.03em;padding-top:.1rem}
 table.stack td:first-child{display:block;font-weight:600}
 table.stack td:first-child::before{content:none}
-table.stack td.none{display:none}}
+table.stack td.none{display:none}
+table.jobs .tag{max-width:100%}}
 figure.chart{margin:.4rem 0 1rem}
 figure.chart svg{display:block;width:100%;height:7rem;background:var(--code);
 border:1px solid var(--line);border-radius:6px}
-.chart .run{fill:currentColor}
+.chart .col{fill:currentColor}
 .chart .hit{fill:transparent}
-.chart .run:hover .hit{fill:var(--line)}
+.chart .col:hover .hit{fill:var(--line)}
 .chart .axis{stroke:var(--line);stroke-width:1;vector-effect:non-scaling-stroke}
 figcaption{font-size:.85rem;color:var(--muted);margin-top:.3rem}
+figcaption .key{white-space:nowrap}
 header .who{margin-left:auto;font-size:.9rem;font-weight:400}
 header a.who{color:var(--run);text-decoration:underline}
 .actions{display:flex;flex-wrap:wrap;gap:.5rem;margin:.8rem 0}
@@ -191,6 +197,7 @@ def table(
     empty: str = "",
     sticky: bool = False,
     stack: bool = False,
+    name: str = "",
 ) -> str:
     """A table whose cells are HTML already; it scrolls sideways on a narrow screen, with the
     first column kept in view if `sticky`. A `stack` table wraps its cells instead, and on a
@@ -207,9 +214,8 @@ def table(
     if not body:
         return f'<p class="muted">{esc(empty)}</p>'
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    opening = (
-        '<table class="stack">' if stack else '<table class="sticky">' if sticky else "<table>"
-    )
+    classes = " ".join(c for c in ("stack" if stack else "sticky" if sticky else "", name) if c)
+    opening = f'<table class="{classes}">' if classes else "<table>"
     return (
         f'<div class="scroll">{opening}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
@@ -236,8 +242,10 @@ def job_href(job_id: str) -> str:
     return "/jobs/" + quote(job_id, safe="/")
 
 
-def job_link(job_id: str) -> str:
-    return f'<a href="{esc(job_href(job_id))}">{esc(job_id)}</a>'
+def job_link(job_id: str, *, wrap: bool = False) -> str:
+    """A link to the job's page; `wrap` lets a narrow column break the id after its folders."""
+    shown = breakable(job_id) if wrap else esc(job_id)
+    return f'<a href="{esc(job_href(job_id))}">{shown}</a>'
 
 
 def run_link(run_id: str, job_id: str) -> str:
@@ -301,7 +309,17 @@ def badge_class(value: object) -> str:
 
 
 def tags(values: Mapping[str, str]) -> str:
-    return "".join(f'<span class="tag">{esc(k)}={esc(v)}</span>' for k, v in sorted(values.items()))
+    """Each tag as `key=value`; its title holds it whole, for where a long one is cut short."""
+    return "".join(
+        f'<span class="tag" title="{esc(k)}={esc(v)}">{esc(k)}={esc(v)}</span>'
+        for k, v in sorted(values.items())
+    )
+
+
+def breakable(text: str) -> str:
+    """Escaped, with a line break allowed after each `/` (a job id, a zone), so a narrow
+    column wraps `platform/databases/...` at its folders rather than anywhere."""
+    return "/<wbr>".join(esc(part) for part in text.split("/"))
 
 
 def job_state(job: JobView) -> str:

@@ -25,6 +25,7 @@ from kron.service.chart import runs_chart
 from kron.service.html import (
     RUNNING,
     badge,
+    breakable,
     compact,
     crumbs,
     delivery_row,
@@ -181,9 +182,9 @@ class StatusSite:
         ]
         rows = [
             [
-                job_link(job.id),
+                job_link(job.id, wrap=True),
                 f"<code>{esc(job.schedule)}</code>",
-                esc(job.timezone.key),
+                breakable(job.timezone.key),
                 time_cell(job.next_fire, job.timezone, now),
                 badge(job.last_outcome),
                 tags(job.tags),
@@ -197,6 +198,7 @@ class StatusSite:
                 rows,
                 empty="No jobs loaded.",
                 stack=True,  # fits a 1280 px screen without scrolling, and a phone as cards
+                name="jobs",
             )
         )
         if running:

@@ -195,12 +195,12 @@ class Console:
             run = self.ops.run_now(subject, via=VIA)
             if run is None or run.task is None:
                 last = self.view.last_record(subject)
-                reason = f" ({last.error})" if last is not None and last.error else ""
+                reason = f": {last.error}" if last is not None and last.error else ""
                 return self._refusal(
                     409,
                     "Not started",
-                    f"The job's overlap policy skipped this run{reason}; "
-                    "the slot is recorded skipped.",
+                    f"The job's overlap policy skipped this run{reason}. "
+                    "The slot is recorded skipped.",
                     link=(job_href(subject), subject),
                 )
             log.info("status page: job %s run now (run %s)", subject, run.run_id)

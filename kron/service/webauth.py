@@ -61,7 +61,7 @@ def read_token(web: WebSettings, *, trust: Trust | None = None) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise KronError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KronError(f"{where}: {path} is not a regular file")
@@ -69,7 +69,9 @@ def read_token(web: WebSettings, *, trust: Trust | None = None) -> str:
         refused = secret_refusals(st, path, trust=trust or Trust.current(), label=label)
         if refused:
             raise KronError(f"{where}: " + "; ".join(refused))
-        data = handle.read(_TOKEN_MAX_BYTES + 1)
+        data = os.read(fd, _TOKEN_MAX_BYTES + 1)  # a regular file gives all it has at once
+    finally:
+        os.close(fd)
     if len(data) > _TOKEN_MAX_BYTES:
         raise KronError(f"{where}: {path} is over {_TOKEN_MAX_BYTES} bytes; it holds one token")
     try:
