@@ -51,6 +51,8 @@ class DevTools:
         self._ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []  # Log.entryAdded entries, once Log is enabled
+        # The headers each request went out with (cookies included), once Network is enabled.
+        self.sent_headers: list[dict[str, Any]] = []
 
     def close(self) -> None:
         self._stack.close()
@@ -62,6 +64,8 @@ class DevTools:
         message: dict[str, Any] = json.loads(self._ws.recv(timeout=left))
         if message.get("method") == "Log.entryAdded":
             self.log.append(message["params"]["entry"])
+        elif message.get("method") == "Network.requestWillBeSentExtraInfo":
+            self.sent_headers.append(message["params"]["headers"])
         return message
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
