@@ -656,3 +656,35 @@ def test_every_bad_request_is_refused_with_a_page_that_says_why_and_nothing_happ
         assert (await client.get("/")).status_code == 200
 
     with_listener(jobs_dir, FakeClock(T0), body, settings=actions_on(token_file(tmp_path)))
+
+
+def test_turning_actions_off_in_kron_toml_applies_at_the_reload_and_ends_every_session(
+    jobs_dir: Path, tmp_path: Path
+) -> None:
+    write_job(jobs_dir, "j.toml", 'schedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\n')
+
+    async def body(daemon: Daemon, events: Events, client: httpx.AsyncClient) -> None:
+        csrf = expected_csrf(await log_in(client))
+        settings = jobs_dir / "kron.toml"
+        on = settings.read_text(encoding="utf-8")
+        settings.write_text(on.replace("actions = true", "actions = false"), encoding="utf-8")
+        daemon.reload(None)
+        refused = await client.post(
+            "/jobs/j/pause", data={"csrf": csrf}, headers=same_origin(client)
+        )
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+        page = await client.get("/jobs/j")
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "<form" not in page.text
+        # On again: the token read at start serves, but the sessions of before are gone.
+        settings.write_text(on, encoding="utf-8")
+        daemon.reload(None)
+        again = await client.post("/jobs/j/pause", data={"csrf": csrf}, headers=same_origin(client))
+        assert Page(again.text).headings == ["Log in first"]
+        assert daemon.scheduler.jobs["j"].paused is False
+        csrf = expected_csrf(await log_in(client))
+        done = await client.post("/jobs/j/pause", data={"csrf": csrf}, headers=same_origin(client))
+        assert done.status_code == 303
+        assert daemon.scheduler.jobs["j"].paused is True
+
+    with_listener(jobs_dir, FakeClock(T0), body, settings=actions_on(token_file(tmp_path)))

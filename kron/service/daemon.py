@@ -27,6 +27,7 @@ from kron.service.view import DaemonView, Stats
 
 if TYPE_CHECKING:
     from kron.service.metrics import Metrics
+    from kron.service.webactions import Console
 
 __all__ = ["Daemon", "use_pidfd_child_watcher"]
 
@@ -76,6 +77,8 @@ class Daemon:
         self.notifier = notifier or Notifier.from_environment()
         self._runtime: Runtime | None = None  # built by start(), once the jobs are loaded
         self._servers: list[asyncio.Server] = []
+        self._console: Console | None = None  # the status page's actions, when on at start
+        self._web_actions = False  # `[web] actions` as last applied
         self._control_socket: Path | None = None
         self._stop = asyncio.Event()
 
@@ -207,7 +210,10 @@ class Daemon:
         if web.actions:
             # Read once, at start: a new token takes a restart, which also ends every session.
             sessions = Sessions(read_token(web), now=self.clock.now)
-            console = Console(view, self.runtime, sessions)
+            self._web_actions = True
+            console = self._console = Console(
+                view, self.runtime, sessions, enabled=lambda: self.settings.web.actions
+            )
         try:
             server = await serve_tcp(host, port, StatusSite(view, metrics, console))
         except OSError as exc:
@@ -256,6 +262,7 @@ class Daemon:
             self.runtime.apply(changes, self.settings)
             if changes.settings_changed:
                 audit.write("settings", path=self.settings.path)
+                self._web_changed()
             for problem in changes.settings_problems:
                 (log.error if problem.is_error else log.warning)(
                     "%s (kept the last good settings)", problem
@@ -287,6 +294,22 @@ class Daemon:
                 len(changes.removed),
                 len(changes.invalid),
             )
+
+    def _web_changed(self) -> None:
+        """`[web] actions` turned off applies now, and ends every session, so that turning them
+        on again asks for the token again; turned on, it takes a restart (the token is read at
+        start)."""
+        wanted = self.settings.web.actions
+        if wanted == self._web_actions:
+            return
+        self._web_actions = wanted
+        if self._console is not None and not wanted:
+            ended = self._console.sessions.end_all()
+            log.info("status page: actions turned off; %d sessions ended", ended)
+        elif self._console is not None:
+            log.info("status page: actions turned on again; log in with the token")
+        else:
+            log.warning("status page: [web] actions takes a restart of the daemon to turn on")
 
     async def _follow(self) -> None:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""

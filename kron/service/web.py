@@ -95,7 +95,14 @@ class StatusSite:
     def __init__(self, view: DaemonView, metrics: Metrics, console: Console | None = None) -> None:
         self.view = view
         self.metrics = metrics
-        self.console = console
+        self._console = console
+
+    @property
+    def console(self) -> Console | None:
+        """The actions, while kron.toml keeps them on: turning them off applies at the next
+        reload (turning them on reads the token, which only a start does)."""
+        console = self._console
+        return console if console is not None and console.enabled() else None
 
     async def __call__(self, request: Request) -> Response:
         allowed = "GET, POST" if self.console else "GET"

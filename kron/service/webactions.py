@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
@@ -45,10 +46,18 @@ class Operator:
 class Console:
     """Renders the action buttons for a logged-in browser, and carries the actions out."""
 
-    def __init__(self, view: DaemonView, ops: Operations, sessions: Sessions) -> None:
+    def __init__(
+        self,
+        view: DaemonView,
+        ops: Operations,
+        sessions: Sessions,
+        *,
+        enabled: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.view = view
         self.ops = ops
         self.sessions = sessions
+        self.enabled = enabled  # kron.toml's `[web] actions`, as the last reload left it
 
     def operator(self, request: Request) -> Operator | None:
         session = self.sessions.of(request)

@@ -126,6 +126,12 @@ class Sessions:
     def close(self, session: str) -> None:
         self._live.pop(_digest(session), None)
 
+    def end_all(self) -> int:
+        """End every session; how many there were."""
+        count = len(self._live)
+        self._live.clear()
+        return count
+
     def of(self, request: Request) -> str | None:
         """The live session whose id the request's cookie carries; None when there is none."""
         for session in _cookies(request.header("cookie") or "", COOKIE):
