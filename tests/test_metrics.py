@@ -37,11 +37,15 @@ def free_port() -> int:
         return port
 
 
-def with_listener(jobs_dir: Path, clock: FakeClock, body: Body, *, port: int | None = None) -> None:
-    """Start a Daemon whose kron.toml turns the listener on, run `body` with an HTTP client
-    for it, then stop the daemon as SIGTERM would."""
+def with_listener(
+    jobs_dir: Path, clock: FakeClock, body: Body, *, port: int | None = None, settings: str = ""
+) -> None:
+    """Start a Daemon whose kron.toml turns the listener on (`settings`: more of kron.toml),
+    run `body` with an HTTP client for it, then stop the daemon as SIGTERM would."""
     port = port or free_port()
-    (jobs_dir / "kron.toml").write_text(f'metrics = "127.0.0.1:{port}"\n', encoding="utf-8")
+    (jobs_dir / "kron.toml").write_text(
+        f'metrics = "127.0.0.1:{port}"\n{settings}', encoding="utf-8"
+    )
 
     async def main() -> None:
         daemon = Daemon(jobs_dir, clock=clock, boot_id="boot-1", control=False)
@@ -367,7 +371,8 @@ def test_the_metrics_docs_name_exactly_the_metrics_served_and_show_real_lines(
 ) -> None:
     text = DOC.read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(kron_\w+)` \|", text, flags=re.MULTILINE))
-    alerted = set(re.findall(r"\b(kron_\w+)", text.split("### Alerts worth having")[1]))
+    alerts = text.split("### Alerts worth having")[1].split("\n## ")[0]  # to the next section
+    alerted = set(re.findall(r"\b(kron_\w+)", alerts))
     example = re.search(r"\| grep '\^kron_runs_total'\n((?:kron_.*\n)+)```", text)
     assert example is not None
     write_job(jobs_dir, "backups/nightly.toml", 'schedule = "@manual"\ncommand = ["true"]\n')

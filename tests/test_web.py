@@ -4,22 +4,14 @@ refuses, and the same pages in a real headless Chromium."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import itertools
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,12 +21,12 @@ from kron.service import web
 from kron.service.daemon import Daemon
 from kron.service.html import CONTENT_SECURITY_POLICY
 
+from .browser import ARTIFACTS, DevTools, headless_chromium, kron_daemon, wait_until
 from .clock import FakeClock
-from .harness import DEADLINE_S, Events, read_records, write_job
-from .test_metrics import free_port, with_listener
+from .harness import Events, read_records, write_job
+from .test_metrics import with_listener
 
 T0 = datetime(2026, 3, 2, 7, 0, 30, tzinfo=UTC)
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 
 
@@ -443,135 +435,6 @@ def test_a_run_still_going_shows_as_running_on_every_page(jobs_dir: Path, tmp_pa
 # -- a real browser ---------------------------------------------------------------------------
 
 
-def chromium() -> str:
-    """The system Chromium; CI must have it (scripts/test.sh installs it), a laptop may not."""
-    path = shutil.which("chromium")
-    if path:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed; scripts/test.sh installs it with apt-get")
-    pytest.skip("needs Debian's chromium (apt-get install --no-install-recommends chromium)")
-
-
-class DevTools:
-    """The Chrome DevTools Protocol over one page's websocket: commands, and the events
-    that arrive meanwhile, each wait bounded by the test's deadline."""
-
-    def __init__(self, url: str) -> None:
-        from websockets.sync.client import connect
-
-        self._stack = contextlib.ExitStack()
-        self._ws = self._stack.enter_context(
-            connect(url, max_size=None, open_timeout=DEADLINE_S, proxy=None)
-        )
-        self._ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def _receive(self, deadline: float) -> dict[str, Any]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the browser did not answer in time")
-        message: dict[str, Any] = json.loads(self._ws.recv(timeout=left))
-        return message
-
-    def send(self, method: str, **params: Any) -> dict[str, Any]:
-        message_id = next(self._ids)
-        self._ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            message = self._receive(deadline)
-            if message.get("id") == message_id:
-                assert "error" not in message, (method, message["error"])
-                result: dict[str, Any] = message["result"]
-                return result
-            self.events.append(message)
-
-    def wait_for(self, event: str) -> dict[str, Any]:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            for index, message in enumerate(self.events):
-                if message.get("method") == event:
-                    del self.events[: index + 1]
-                    return message
-            self.events.append(self._receive(deadline))
-
-    def load(self, url: str) -> None:
-        self.events.clear()
-        self.send("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
-
-    def click(self, selector: str) -> None:
-        """Click the element as a person would: a mouse press and release at its centre."""
-        self.events.clear()
-        root = self.send("DOM.getDocument")["root"]["nodeId"]
-        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        assert node, f"no element matches {selector}"
-        self.send("DOM.scrollIntoViewIfNeeded", nodeId=node)
-        quad = self.send("DOM.getContentQuads", nodeId=node)["quads"][0]
-        x, y = sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
-        for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
-        self.wait_for("Page.loadEventFired")
-
-    def location(self) -> str:
-        history = self.send("Page.getNavigationHistory")
-        return str(history["entries"][history["currentIndex"]]["url"])
-
-    def text(self, selector: str) -> list[str]:
-        """The rendered text of every matching element (innerText, as a reader sees it)."""
-        found = self.send(
-            "Runtime.evaluate",
-            expression=f"[...document.querySelectorAll({json.dumps(selector)})]"
-            ".map(e => e.innerText)",
-            returnByValue=True,
-        )
-        values: list[str] = found["result"]["value"]
-        return values
-
-    def screenshot(self, path: Path, *, width: int, mobile: bool) -> None:
-        """The whole page at this viewport width, as a PNG."""
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=800,
-            deviceScaleFactor=1,
-            mobile=mobile,
-        )
-        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        shot = self.send(
-            "Page.captureScreenshot",
-            format="png",
-            captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1},
-        )
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
-
-
-def _wait_for(what: str, predicate: Any) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group it leads (Chromium's helpers too), SIGKILL after the deadline."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(DEADLINE_S)
-
-
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A short folder under /tmp: a unix socket path must fit in 108 bytes."""
@@ -582,77 +445,10 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def kron_daemon(jobs_dir: Path, runtime: Path) -> Iterator[str]:
-    """A real `kron daemon` serving the status page on a free port; yields its base URL."""
-    port = free_port()
-    (jobs_dir / "kron.toml").write_text(f'metrics = "127.0.0.1:{port}"\n', encoding="utf-8")
-    log = jobs_dir.parent / "daemon.log"
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kron", "daemon", "--jobs-dir", str(jobs_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=handle,
-            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
-            start_new_session=True,
-        )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
-    assert proc.returncode == 0, log.read_text()
-
-
 @pytest.fixture
 def browser(short_tmp: Path) -> Iterator[DevTools]:
-    """A headless Chromium with its DevTools on a port it picks; a page target to drive."""
-    executable = chromium()
-    profile = short_tmp / "chromium"
-    log = short_tmp / "chromium.log"
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(
-            [
-                executable,
-                "--headless",
-                "--no-sandbox",  # root in a VM: no user namespaces for the sandbox
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=handle,
-            start_new_session=True,
-        )
-    devtools: DevTools | None = None
-    try:
-        active = profile / "DevToolsActivePort"
-        port = int(_wait_for("Chromium's DevTools port", lambda: _first_line(active)))
-        with httpx.Client(trust_env=False, timeout=DEADLINE_S) as http:
-            targets = http.get(f"http://127.0.0.1:{port}/json/list").json()
-        (page,) = [t for t in targets if t["type"] == "page"]
-        devtools = DevTools(page["webSocketDebuggerUrl"])
-        devtools.send("Page.enable")
+    with headless_chromium(short_tmp) as devtools:
         yield devtools
-    finally:
-        if devtools is not None:
-            devtools.close()
-        _stop(proc)
-
-
-def _first_line(path: Path) -> str | None:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    return lines[0] if len(lines) == 2 else None
 
 
 def test_a_real_browser_follows_a_job_to_its_run_and_shows_the_output(
@@ -682,7 +478,7 @@ def test_a_real_browser_follows_a_job_to_its_run_and_shows_the_output(
     nightly = jobs_dir / "backups" / "nightly.runs.jsonl"
     probe = jobs_dir / "probe.runs.jsonl"
     with kron_daemon(jobs_dir, short_tmp) as base:
-        (run,) = _wait_for(
+        (run,) = wait_until(
             "the @reboot runs",
             lambda: (
                 [r for r in records.read(nightly) if r.get("outcome") == "succeeded"]
@@ -690,13 +486,7 @@ def test_a_real_browser_follows_a_job_to_its_run_and_shows_the_output(
                 else None
             ),
         )
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=1280,
-            height=800,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        browser.viewport(1280, mobile=False)
         browser.load(f"{base}/")
         assert browser.text("h1") == ["Jobs"]
         browser.screenshot(ARTIFACTS / "status-page-jobs.png", width=1280, mobile=False)

@@ -17,8 +17,8 @@ from kron.model.errors import Problem, Severity, SpecError
 from kron.model.job import ACTION_KEYS
 from kron.model.policy import Policy
 from kron.model.secrets import Secrets
-from kron.model.settings import DEFAULT_MAX_FILE_SIZE, AgentSettings, Settings
-from kron.model.trust import refusals
+from kron.model.settings import DEFAULT_MAX_FILE_SIZE, AgentSettings, Settings, WebSettings
+from kron.model.trust import Trust, refusals, secret_refusals
 from kron.model.units import parse_size
 
 __all__ = ["load_settings"]
@@ -88,6 +88,7 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
             allow=tuple(policy["allow"]) if "allow" in policy else None,
         ),
         agents=_agents(b, data.get("agents", {})),
+        web=_web(b, jobs_dir, data),
     )
     return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)
 
@@ -120,3 +121,49 @@ def _agents(b: Builder, table: Mapping[str, Any]) -> AgentSettings:
         allow_run=table.get("allow_run", False),
         allow_pause=table.get("allow_pause", False),
     )
+
+
+def _web(b: Builder, jobs_dir: Path, data: Mapping[str, Any]) -> WebSettings:
+    """`[web]`; actions without a listener or a token are an error, so they never come on half."""
+    table = data.get("web", {})
+    actions = table.get("actions", False)
+    token = table.get("token_file")
+    token_file = jobs_dir / Path(token).expanduser() if token else None
+    if actions and not data.get("metrics"):
+        b.problem(
+            ["web", "actions"],
+            'the status page\'s actions need its listener: set metrics = "127.0.0.1:9108" '
+            "at the top of kron.toml",
+        )
+    if actions and token_file is None:
+        b.problem(
+            ["web", "actions"],
+            "actions need token_file: a 0600 file holding the token operators log in with",
+        )
+    if actions and token_file is not None:
+        _check_token_file(b, token_file)
+    return WebSettings(
+        actions=actions,
+        token_file=token_file,
+        token_file_at=_where(b.doc, ["web", "token_file"]) if token else "",
+    )
+
+
+def _check_token_file(b: Builder, path: Path) -> None:
+    """Say what is wrong with the token file. A missing one is only a warning: `kron validate`
+    often runs where the host's secrets are not (CI); the daemon will not start without it."""
+    pointer: list[str | int] = ["web", "token_file"]
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        b.problem(
+            pointer,
+            f"{str(path)!r} does not exist: the daemon will not start until it does",
+            Severity.WARNING,
+        )
+        return
+    except OSError as exc:  # a folder kron may not enter
+        b.problem(pointer, f"{str(path)!r} cannot be read: {exc.strerror}")
+        return
+    for refusal in secret_refusals(st, path, trust=Trust.current(), label=f"token file {path}"):
+        b.problem(pointer, refusal)

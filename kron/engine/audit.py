@@ -61,9 +61,10 @@ class AuditLog:
         config_sha: str | None = None,
         error: str | None = None,
         via: str | None = None,
+        run_id: str | None = None,
     ) -> None:
-        """Log one event; `via` names the front end that asked for it (`mcp`), when not the
-        files or the command line."""
+        """Log one event; `via` names the front end that asked for it (`mcp`, `web`), when not
+        the files or the command line; `run_id` the run an operator started or cancelled."""
         line = {
             "time": format_time(self._clock.now()),
             "event": event,
@@ -72,6 +73,8 @@ class AuditLog:
             "config_sha": config_sha,
             "error": error,
         }
+        if run_id is not None:
+            line["run_id"] = run_id
         if via is not None:
             line["via"] = via
         if self._pending is not None:

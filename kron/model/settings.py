@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from kron.model.policy import Policy
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "AgentSettings", "Settings"]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "AgentSettings", "Settings", "WebSettings"]
 
 DEFAULT_MAX_FILE_SIZE = 1024 * 1024
 _NO_POLICY = Policy()  # shared: every Settings without [policy] holds the same one
@@ -28,6 +28,18 @@ class AgentSettings:
 
 
 _NO_AGENTS = AgentSettings()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebSettings:
+    """`[web]`: what the status page lets an operator do; read-only until an operator opts in."""
+
+    actions: bool = False  # run now, pause, resume, cancel, for whoever holds the token
+    token_file: Path | None = None
+    token_file_at: str = ""  # where kron.toml names it (`kron.toml:12`), for messages
+
+
+_READ_ONLY_WEB = WebSettings()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,3 +65,4 @@ class Settings:
     kube_context: str | None = None  # [wait] context
     policy: Policy = _NO_POLICY
     agents: AgentSettings = _NO_AGENTS
+    web: WebSettings = _READ_ONLY_WEB

@@ -28,7 +28,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "Trust", "folder_refusals", "refusals", "stat_refusals"]
+__all__ = [
+    "ENV_VAR",
+    "Trust",
+    "folder_refusals",
+    "refusals",
+    "secret_refusals",
+    "stat_refusals",
+]
 
 log = logging.getLogger("kron.trust")
 
@@ -126,6 +133,36 @@ def stat_refusals(
     if not trust.enabled:
         return []
     return _judge(st, path, label, trust)
+
+
+def secret_refusals(
+    st: os.stat_result, path: Path, *, trust: Trust, label: str | None = None
+) -> list[str]:
+    """Why kron must not take a secret from the file `st` describes: an untrusted owner, or any
+    access by group or others. A token file is 0600 (or 0400), as ssh wants a private key: one
+    that others can read is no longer a secret, one they can write lets them choose it.
+    """
+    if not trust.enabled:
+        return []
+    found = []
+    if not trust.owner_trusted(st.st_uid):
+        found.append(
+            _refuse(label, _owner_reason(st.st_uid, trust), f"chown {_user(trust.uid)}", path)
+        )
+    mode = st.st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        octal = f"{stat.S_IMODE(mode):04o}"
+        ways = []
+        for verb, group_bit, other_bit in (
+            ("readable", stat.S_IRGRP, stat.S_IROTH),
+            ("writable", stat.S_IWGRP, stat.S_IWOTH),
+        ):
+            who = [w for w, bit in (("group", group_bit), ("others", other_bit)) if mode & bit]
+            if who:
+                ways.append(f"{verb} by {' and '.join(who)}")
+        said = " and ".join(ways) or "open to group or others"
+        found.append(_refuse(label, f"{said} (mode {octal}), not 0600", "chmod 600", path))
+    return found
 
 
 def _folders(path: Path, root: Path | None) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from kron.service.view import DaemonView, Stats
 
 if TYPE_CHECKING:
     from kron.service.metrics import Metrics
+    from kron.service.webactions import Console
 
 __all__ = ["Daemon", "use_pidfd_child_watcher"]
 
@@ -77,6 +78,8 @@ class Daemon:
         self._runtime: Runtime | None = None  # built by start(), once the jobs are loaded
         self.view: DaemonView | None = None  # built by start(), with the runtime
         self._servers: list[asyncio.Server] = []
+        self._console: Console | None = None  # the status page's actions, when on at start
+        self._web_actions = False  # `[web] actions` as last applied
         self._control_socket: Path | None = None
         self._stop = asyncio.Event()
 
@@ -193,20 +196,37 @@ class Daemon:
         log.info("control socket: %s", path)
 
     async def _start_metrics(self, view: DaemonView, metrics: Metrics, address: str) -> None:
-        """Serve /metrics and the read-only status page on `address` (HOST:PORT)."""
+        """Serve /metrics and the status page on `address` (HOST:PORT), with its actions when
+        `[web]` turns them on."""
         # Lazy, as the metrics: a daemon without a `metrics` listener never loads them.
         from kron.service.httpd import serve_tcp
         from kron.service.web import StatusSite, listen_address
+        from kron.service.webactions import Console
+        from kron.service.webauth import Sessions, read_token
 
         host, port = listen_address(address)
         shown = f"[{host}]" if ":" in host else host
+        web = self.settings.web
+        console = None
+        if web.actions:
+            # Read once, at start: a new token takes a restart, which also ends every session.
+            sessions = Sessions(read_token(web), now=self.clock.now)
+            self._web_actions = True
+            console = self._console = Console(
+                view, self.runtime, sessions, enabled=lambda: self.settings.web.actions
+            )
         try:
-            server = await serve_tcp(host, port, StatusSite(view, metrics))
+            server = await serve_tcp(host, port, StatusSite(view, metrics, console))
         except OSError as exc:
             raise KronError(f"cannot listen on metrics = {shown}:{port}: {exc}") from None
         self._servers.append(server)
         bound_port = server.sockets[0].getsockname()[1]
-        log.info("metrics and status page: http://%s:%d/", shown, bound_port)
+        log.info(
+            "metrics and status page: http://%s:%d/%s",
+            shown,
+            bound_port,
+            " (actions on: log in with the token in [web] token_file)" if console else "",
+        )
 
     # -- reloading --------------------------------------------------------------------------
 
@@ -243,6 +263,7 @@ class Daemon:
             self.runtime.apply(changes, self.settings)
             if changes.settings_changed:
                 audit.write("settings", path=self.settings.path)
+                self._web_changed()
             for problem in changes.settings_problems:
                 (log.error if problem.is_error else log.warning)(
                     "%s (kept the last good settings)", problem
@@ -274,6 +295,22 @@ class Daemon:
                 len(changes.removed),
                 len(changes.invalid),
             )
+
+    def _web_changed(self) -> None:
+        """`[web] actions` turned off applies now, and ends every session, so that turning them
+        on again asks for the token again; turned on, it takes a restart (the token is read at
+        start)."""
+        wanted = self.settings.web.actions
+        if wanted == self._web_actions:
+            return
+        self._web_actions = wanted
+        if self._console is not None and not wanted:
+            ended = self._console.sessions.end_all()
+            log.info("status page: actions turned off; %d sessions ended", ended)
+        elif self._console is not None:
+            log.info("status page: actions turned on again; log in with the token")
+        else:
+            log.warning("status page: [web] actions takes a restart of the daemon to turn on")
 
     async def _follow(self) -> None:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""

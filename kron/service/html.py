@@ -31,10 +31,10 @@ CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);
 font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-header{display:flex;gap:.75rem;align-items:baseline;padding:.6rem 1rem;
-border-bottom:1px solid var(--line)}
+header{display:flex;flex-wrap:wrap;gap:.2rem .75rem;align-items:baseline;padding:.6rem 1rem;
+border-bottom:1px solid var(--line);overflow-wrap:anywhere}
 header a{font-weight:700;font-size:1.1rem;color:inherit;text-decoration:none}
-main{max-width:72rem;margin:0 auto;padding:.5rem 1rem 2rem}
+main{max-width:80rem;margin:0 auto;padding:.5rem 1rem 2rem}
 h1{font-size:1.35rem;margin:.8rem 0 .4rem;overflow-wrap:anywhere}
 h2{font-size:1.1rem;margin:1.6rem 0 .5rem}
 a{color:var(--run)}
@@ -64,11 +64,54 @@ border-radius:4px;padding:0 .3rem;margin:0 .2rem .1rem 0;font-size:.85rem}
 table.sticky td:first-child,table.sticky th:first-child{position:sticky;left:0;z-index:1;
 background:var(--bg);box-shadow:1px 0 0 var(--line)}
 table.sticky th:first-child{background:var(--code)}
+table.stack td{white-space:normal;overflow-wrap:break-word}
+table.stack td:first-child,table.jobs td:nth-child(2){overflow-wrap:anywhere}
+table.stack td>div{min-width:0}
+table.jobs .tag{display:block;width:fit-content;max-width:16rem;overflow:hidden;
+text-overflow:ellipsis;white-space:nowrap}
+.badge{white-space:nowrap}
+@media (max-width:40rem){table.stack thead{display:none}
+table.stack,table.stack tbody,table.stack tr,table.stack td{display:block}
+table.stack tr{padding:.4rem 0;border-bottom:1px solid var(--line)}
+table.stack tr:last-child{border-bottom:0}
+table.stack td{display:grid;grid-template-columns:6.5rem minmax(0,1fr);gap:.6rem;border:0;
+padding:.1rem .65rem}
+table.stack td::before{content:attr(data-label);color:var(--muted);font-size:.8rem;
+text-transform:uppercase;letter-spacing:.03em;padding-top:.1rem}
+table.stack td:first-child{display:block;font-weight:600}
+table.stack td:first-child::before{content:none}
+table.stack td.none{display:none}
+table.jobs .tag{max-width:100%}}
+figure.chart{margin:.4rem 0 1rem}
+figure.chart svg{display:block;width:100%;height:7rem;background:var(--code);
+border:1px solid var(--line);border-radius:6px}
+.chart .col{fill:currentColor}
+.chart .hit{fill:transparent}
+.chart .col:hover .hit{fill:var(--line)}
+.chart .axis{stroke:var(--line);stroke-width:1;vector-effect:non-scaling-stroke}
+figcaption{font-size:.85rem;color:var(--muted);margin-top:.3rem}
+figcaption .key{white-space:nowrap}
+header .who{margin-left:auto;font-size:.9rem;font-weight:400}
+header a.who{color:var(--run);text-decoration:underline}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem;margin:.8rem 0}
+form.act{display:inline-block;margin:0}
+button{font:inherit;font-size:.9rem;padding:.2rem .75rem;border:1px solid var(--line);
+border-radius:6px;background:var(--code);color:var(--fg);cursor:pointer}
+button.danger{color:var(--bad);border-color:currentColor}
+form.login{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:.8rem 0}
+input{font:inherit;padding:.25rem .5rem;border:1px solid var(--line);border-radius:6px;
+background:var(--bg);color:var(--fg);min-width:0}
+.notice{padding:.5rem .75rem;border:1px solid currentColor;border-radius:6px}
 """.strip()
 _STYLE_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
 CONTENT_SECURITY_POLICY = (
     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'none'; "
     "script-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# With `[web] actions`: the page's own forms (log in, run now, pause...) may post to it, and
+# nowhere else.
+CONTENT_SECURITY_POLICY_FORMS = CONTENT_SECURITY_POLICY.replace(
+    "form-action 'none'", "form-action 'self'"
 )
 HTML_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
@@ -77,7 +120,7 @@ HTML_HEADERS = {
     "cache-control": "no-store",
 }
 # The colour of an outcome's (or a live run's state's) badge; anything else is muted.
-_BADGE = {
+_BADGE: dict[str, str] = {  # StrEnum members hash as their values
     Outcome.SUCCEEDED: "ok",
     Outcome.FAILED: "bad",
     Outcome.TIMEOUT: "bad",
@@ -99,8 +142,16 @@ def esc(value: object) -> str:
 
 
 def page(
-    status: int, title: str, body: str, *, headers: Mapping[str, str] | None = None
+    status: int,
+    title: str,
+    body: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    who: str = "",
+    forms: bool = False,
 ) -> Response:
+    """A whole page; `who` goes at the right of the header (log in or out), `forms` lets the
+    page's forms post to the page's own address."""
     document = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -111,7 +162,8 @@ def page(
 <style>{CSS}</style>
 </head>
 <body>
-<header><a href="/">kron</a><span class="muted">{esc(HOST)} · {esc(__version__)}</span></header>
+<header><a href="/">kron</a><span class="muted">{esc(HOST)} · {esc(__version__)}</span>
+{who}</header>
 <main>
 {body}
 </main>
@@ -122,7 +174,11 @@ def page(
         status=status,
         body=document.encode(),
         content_type="text/html; charset=utf-8",
-        headers={**HTML_HEADERS, **(headers or {})},
+        headers={
+            **HTML_HEADERS,
+            **({"content-security-policy": CONTENT_SECURITY_POLICY_FORMS} if forms else {}),
+            **(headers or {}),
+        },
     )
 
 
@@ -140,18 +196,36 @@ def table(
     *,
     empty: str = "",
     sticky: bool = False,
+    stack: bool = False,
+    name: str = "",
 ) -> str:
     """A table whose cells are HTML already; it scrolls sideways on a narrow screen, with the
-    first column kept in view if `sticky`."""
-    body = ["<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows]
+    first column kept in view if `sticky`. A `stack` table wraps its cells instead, and on a
+    phone shows each row as a card of labelled lines (the header row is hidden there)."""
+    if stack:
+        body = [
+            "<tr>"
+            + "".join(_card_cell(h, cell) for h, cell in zip(headers, row, strict=True))
+            + "</tr>"
+            for row in rows
+        ]
+    else:
+        body = ["<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows]
     if not body:
         return f'<p class="muted">{esc(empty)}</p>'
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    opening = '<table class="sticky">' if sticky else "<table>"
+    classes = " ".join(c for c in ("stack" if stack else "sticky" if sticky else "", name) if c)
+    opening = f'<table class="{classes}">' if classes else "<table>"
     return (
         f'<div class="scroll">{opening}<thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _card_cell(label: str, cell: str) -> str:
+    """A cell of a `stack` table: labelled on a phone, and left out there when empty."""
+    empty = "" if cell else ' class="none"'
+    return f'<td data-label="{esc(label)}"{empty}><div>{cell}</div></td>'
 
 
 def fields(pairs: Iterable[tuple[str, str]]) -> str:
@@ -168,8 +242,10 @@ def job_href(job_id: str) -> str:
     return "/jobs/" + quote(job_id, safe="/")
 
 
-def job_link(job_id: str) -> str:
-    return f'<a href="{esc(job_href(job_id))}">{esc(job_id)}</a>'
+def job_link(job_id: str, *, wrap: bool = False) -> str:
+    """A link to the job's page; `wrap` lets a narrow column break the id after its folders."""
+    shown = breakable(job_id) if wrap else esc(job_id)
+    return f'<a href="{esc(job_href(job_id))}">{shown}</a>'
 
 
 def run_link(run_id: str, job_id: str) -> str:
@@ -224,12 +300,26 @@ def badge(value: object) -> str:
     """An outcome (or a live run's state) as a coloured badge."""
     if not value:
         return '<span class="muted">-</span>'
-    css = _BADGE.get(str(value), "muted")  # type: ignore[call-overload]
-    return f'<span class="badge {css}">{esc(value)}</span>'
+    return f'<span class="badge {badge_class(value)}">{esc(value)}</span>'
+
+
+def badge_class(value: object) -> str:
+    """The colour class of an outcome or a live run's state: ok, bad, warn, run or muted."""
+    return _BADGE.get(str(value), "muted")
 
 
 def tags(values: Mapping[str, str]) -> str:
-    return "".join(f'<span class="tag">{esc(k)}={esc(v)}</span>' for k, v in sorted(values.items()))
+    """Each tag as `key=value`; its title holds it whole, for where a long one is cut short."""
+    return "".join(
+        f'<span class="tag" title="{esc(k)}={esc(v)}">{esc(k)}={esc(v)}</span>'
+        for k, v in sorted(values.items())
+    )
+
+
+def breakable(text: str) -> str:
+    """Escaped, with a line break allowed after each `/` (a job id, a zone), so a narrow
+    column wraps `platform/databases/...` at its folders rather than anywhere."""
+    return "/<wbr>".join(esc(part) for part in text.split("/"))
 
 
 def job_state(job: JobView) -> str:

@@ -28,6 +28,9 @@ class Request:
     path: str
     query: dict[str, list[str]]
     body: bytes
+    # Lower-case names; a repeated header's values joined with ", " (RFC 9110 5.3), except
+    # Cookie, whose repeats are joined with "; " as one header would carry them.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else {}
@@ -35,6 +38,9 @@ class Request:
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
         return values[0] if values else default
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,11 +122,17 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> R
             return None
     assert head is not None
     target = urlsplit(head.target.decode("latin-1"))
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in head.headers:  # h11 lower-cases the names
+        name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+        joiner = "; " if name == "cookie" else ", "
+        headers[name] = f"{headers[name]}{joiner}{value}" if name in headers else value
     return Request(
         method=head.method.decode("ascii"),
         path=unquote(target.path),
         query=parse_qs(target.query),
         body=bytes(body),
+        headers=headers,
     )
 
 

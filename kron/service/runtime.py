@@ -220,7 +220,13 @@ class Runtime:
         now = self.clock.now().replace(microsecond=0)
         run = self.scheduler.fire(job_id, slot=now, trigger=Trigger.MANUAL)
         if via is not None and self.audit is not None:
-            self.audit.write("run", job=job_id, error=None if run else "skipped", via=via)
+            self.audit.write(
+                "run",
+                job=job_id,
+                error=None if run else "skipped",
+                via=via,
+                run_id=run.run_id if run else None,
+            )
         return run
 
     def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None:
@@ -233,9 +239,13 @@ class Runtime:
             "job %s %s%s", job_id, "paused" if paused else "resumed", f" (via {via})" if via else ""
         )
 
-    def cancel(self, run_id: str) -> Run | None:
-        """Stop one run's process tree; it is recorded `cancelled`."""
-        return self.scheduler.cancel(run_id)
+    def cancel(self, run_id: str, *, via: str | None = None) -> Run | None:
+        """Stop one run's process tree; it is recorded `cancelled`. `via` names the front end
+        that asked (`web`); such a cancel goes to the audit log."""
+        run = self.scheduler.cancel(run_id)
+        if run is not None and via is not None and self.audit is not None:
+            self.audit.write("cancel", job=run.job.id, via=via, run_id=run.run_id)
+        return run
 
     # -- stopping ---------------------------------------------------------------------------
 

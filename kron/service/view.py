@@ -166,12 +166,12 @@ class Operations(Protocol):
 
     def run_now(self, job_id: str, *, via: str | None = None) -> Run | None:
         """Fire the job now; None when its overlap policy skips the slot. `via` names the
-        front end that asked (`mcp`), for the audit log."""
+        front end that asked (`mcp`, `web`), for the audit log."""
         ...
 
     def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None: ...
 
-    def cancel(self, run_id: str) -> Run | None: ...
+    def cancel(self, run_id: str, *, via: str | None = None) -> Run | None: ...
 
 
 class DaemonView:

@@ -1,12 +1,15 @@
-"""The metrics listener: `/metrics` for Prometheus and a read-only status page for people.
+"""The metrics listener: `/metrics` for Prometheus and a status page for people.
 
     GET /                  jobs, running runs, invalid files
-    GET /jobs/<id>         one job and its runs, newest first (`?all=1`: every kept run)
+    GET /jobs/<id>         one job, a chart of its recent runs, and its runs, newest first
+                           (`?all=1`: every kept run)
     GET /runs/<run_id>     one run: times, outcome, output, deliveries (`?job=<id>` finds it
                            in that job's records without searching them all)
     GET /metrics           Prometheus text format (kron.service.metrics)
 
-Pages are plain HTML rendered here (kron.service.html), no script.
+Pages are plain HTML rendered here (kron.service.html, kron.service.chart), no script. The
+page is read-only unless `[web] actions` is on: then kron.service.webactions adds a login, the
+buttons, and the POSTs behind them.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from zoneinfo import ZoneInfo
 from kron.engine.store import Line
 from kron.model.errors import KronError
 from kron.model.run import DeliveryNote, RunEnded, RunRecord, RunStarted
+from kron.service.chart import runs_chart
 from kron.service.html import (
     RUNNING,
     badge,
+    breakable,
     compact,
     crumbs,
     delivery_row,
@@ -42,6 +47,7 @@ from kron.service.html import (
 from kron.service.httpd import Request, Response
 from kron.service.metrics import CONTENT_TYPE, Metrics
 from kron.service.view import DaemonView
+from kron.service.webactions import JOB_ACTIONS, Console, Operator
 
 __all__ = ["StatusSite", "listen_address"]
 
@@ -84,37 +90,85 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 class StatusSite:
-    """The handler behind the `metrics` listener; GET only, nothing here changes anything."""
+    """The handler behind the `metrics` listener; GET only, unless a `console` takes actions."""
 
-    def __init__(self, view: DaemonView, metrics: Metrics) -> None:
+    def __init__(self, view: DaemonView, metrics: Metrics, console: Console | None = None) -> None:
         self.view = view
         self.metrics = metrics
+        self._console = console
+
+    @property
+    def console(self) -> Console | None:
+        """The actions, while kron.toml keeps them on: turning them off applies at the next
+        reload (turning them on reads the token, which only a start does)."""
+        console = self._console
+        return console if console is not None and console.enabled() else None
 
     async def __call__(self, request: Request) -> Response:
+        allowed = "GET, POST" if self.console else "GET"
         if request.method == "HEAD":
             # No body in an answer to HEAD (RFC 9110 9.3.2): kron.service.httpd would send one.
-            return Response(status=405, content_type="text/plain", headers={"allow": "GET"})
+            return Response(status=405, content_type="text/plain", headers={"allow": allowed})
+        if request.method == "POST" and self.console is not None:
+            return await self.console.post(request)
         if request.method != "GET":
-            return page(
+            said = (
+                "takes GET, and POST from its buttons" if self.console else "is read-only: GET only"
+            )
+            return self._page(
                 405,
                 "Method not allowed",
-                f"<p>This page is read-only: GET only, not {esc(request.method)}.</p>",
-                headers={"allow": "GET"},
+                f"<p>This page {said}, not {esc(request.method)}.</p>",
+                None,
+                request.path,
+                headers={"allow": allowed},
             )
         parts = [p for p in request.path.split("/") if p]
         if parts == ["metrics"]:
             return Response(body=self.metrics.render(), content_type=CONTENT_TYPE)
+        console = self.console
+        if console is not None and parts == ["login"]:
+            return console.login_page(request)
+        if console is not None and self._is_action(parts):
+            return console.refuse_get(request.path)
+        op = console.operator(request) if console is not None else None
         if not parts:
-            return page(200, "Jobs", self.index())
+            return self._page(200, "Jobs", self.index(op), op, request.path)
         if parts[0] == "jobs" and len(parts) > 1:
             return await self.job_page(
-                "/".join(parts[1:]), every=request.arg("all") in ("1", "true")
+                "/".join(parts[1:]), every=request.arg("all") in ("1", "true"), op=op
             )
         if parts[0] == "runs" and len(parts) == 2:
-            return await self.run_page(parts[1], job_hint=request.arg("job"))
+            return await self.run_page(parts[1], job_hint=request.arg("job"), op=op)
         return not_found(f"Nothing is served at {request.path}.")
 
-    def index(self) -> str:
+    def _is_action(self, parts: list[str]) -> bool:
+        """Whether a GET names an action (`/jobs/<id>/run`) rather than a page: a job `x/run`
+        that is loaded keeps its page."""
+        if parts == ["logout"] or (len(parts) == 3 and parts[0] == "runs" and parts[2] == "cancel"):
+            return True
+        if len(parts) < 3 or parts[0] != "jobs" or parts[-1] not in JOB_ACTIONS:
+            return False
+        whole, owner = "/".join(parts[1:]), "/".join(parts[1:-1])
+        return self.view.job(whole) is None and self.view.job(owner) is not None
+
+    def _page(
+        self,
+        status: int,
+        title: str,
+        body: str,
+        op: Operator | None,
+        here: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """A page, with the header's log in or log out when actions are on."""
+        if self.console is None:
+            return page(status, title, body, headers=headers)
+        who = self.console.who(op, here)
+        return page(status, title, body, headers=headers, who=who, forms=True)
+
+    def index(self, op: Operator | None = None) -> str:
         """The jobs table, the runs alive now, and the files that failed to load."""
         view = self.view
         jobs = view.jobs()
@@ -135,9 +189,9 @@ class StatusSite:
         ]
         rows = [
             [
-                job_link(job.id),
+                job_link(job.id, wrap=True),
                 f"<code>{esc(job.schedule)}</code>",
-                esc(job.timezone.key),
+                breakable(job.timezone.key),
                 time_cell(job.next_fire, job.timezone, now),
                 badge(job.last_outcome),
                 tags(job.tags),
@@ -150,14 +204,17 @@ class StatusSite:
                 ["Job", "Schedule", "Zone", "Next run", "Last outcome", "Tags", "State"],
                 rows,
                 empty="No jobs loaded.",
-                sticky=True,
+                stack=True,  # fits a 1280 px screen without scrolling, and a phone as cards
+                name="jobs",
             )
         )
         if running:
+            headers = ["Run", "Job", "State", "Trigger", "Attempt", "Started"]
+            cancel = self.console.cancel_button if self.console is not None and op else None
             out.append("<h2>Running now</h2>")
             out.append(
                 table(
-                    ["Run", "Job", "State", "Trigger", "Attempt", "Started"],
+                    [*headers, "Action"] if cancel else headers,
                     [
                         [
                             run_link(run.run_id, run.job),
@@ -171,9 +228,11 @@ class StatusSite:
                             esc(run.trigger),
                             esc(run.attempt),
                             time_cell(run.started_at, view.zone(run.job), now),
+                            *([cancel(run.run_id, op)] if cancel else []),
                         ]
                         for run in running
                     ],
+                    stack=True,
                 )
             )
         if invalid:
@@ -192,8 +251,9 @@ class StatusSite:
                 )
         return "\n".join(out)
 
-    async def job_page(self, job_id: str, *, every: bool) -> Response:
-        """One job's definition and state, and its runs from its records, newest first."""
+    async def job_page(self, job_id: str, *, every: bool, op: Operator | None = None) -> Response:
+        """One job's definition and state, a chart of its recent runs, and its runs from its
+        records, newest first."""
         job = self.view.job(job_id)
         if job is None:
             return not_found(f"No job {job_id!r} is loaded.")
@@ -217,7 +277,9 @@ class StatusSite:
             f"<h1>{esc(job_id)}</h1>",
             f"<p>{esc(job.description)}</p>" if job.description else "",
             fields(pairs),
+            self.console.job_buttons(job, op) if self.console is not None else "",
             "<h2>Runs</h2>",
+            runs_chart(found, zone, now),
         ]
         if len(shown) < len(found):
             out.append(
@@ -245,9 +307,11 @@ class StatusSite:
                 sticky=True,
             )
         )
-        return page(200, job_id, "\n".join(out))
+        return self._page(200, job_id, "\n".join(out), op, job_href(job_id))
 
-    async def run_page(self, run_id: str, *, job_hint: str | None) -> Response:
+    async def run_page(
+        self, run_id: str, *, job_hint: str | None, op: Operator | None = None
+    ) -> Response:
         """A run's record: times, outcome, error, output, and any further lines (deliveries)."""
         if not _RUN_ID.fullmatch(run_id):
             return not_found(f"No run {run_id!r}.")
@@ -290,6 +354,8 @@ class StatusSite:
             f"<h1>Run <code>{esc(run_id)}</code></h1>",
             fields(pairs),
         ]
+        if not terminal and self.console is not None and op is not None:
+            out.append(f'<div class="actions">{self.console.cancel_button(run_id, op)}</div>')
         if record.get("error"):
             out += ["<h2>Error</h2>", f"<pre>{esc(record['error'])}</pre>"]
         for stream in ("stdout", "stderr"):
@@ -310,7 +376,8 @@ class StatusSite:
             out.append(
                 table(["Record line"], [[f"<code>{esc(compact(r))}</code>"] for r in others])
             )
-        return page(200, f"Run {run_id}", "\n".join(out))
+        here = f"/runs/{run_id}"
+        return self._page(200, f"Run {run_id}", "\n".join(out), op, here)
 
     def _run_lines(self, run_id: str, job_hint: str | None) -> list[Line]:
         """Every record line of the run, from the hinted job's records if they have it."""
