@@ -6,6 +6,7 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,9 @@ from kron.model.job import Job
 from kron.model.settings import Settings
 from kron.model.trust import Trust
 
-__all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "load_dir"]
+__all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "internal_error", "load_dir"]
+
+log = logging.getLogger("kron.catalog")
 
 
 class JobsDirGone(KronError):
@@ -85,7 +88,15 @@ class Catalog:
     def scan(self) -> Changes:
         """(Re)read everything: kron.toml, then every job file."""
         self._require_jobs_dir()
-        settings, problems = load_settings(self.jobs_dir)
+        try:
+            settings, problems = load_settings(self.jobs_dir)
+        except Exception:  # a bug in kron: reported as the settings' problem, never raised
+            log.debug("loading the settings of %s raised", self.jobs_dir, exc_info=True)
+            path = next(
+                (self.jobs_dir / n for n in SETTINGS_NAMES if (self.jobs_dir / n).exists()),
+                self.jobs_dir / SETTINGS_NAMES[0],
+            )
+            settings, problems = Settings(path=path), [internal_error(path)]
         settings_errors = [p for p in problems if p.is_error]
         changes = Changes(settings_problems=problems)
         if not settings_errors or settings.path is None or not self.entries:
@@ -294,20 +305,46 @@ def _load_chunk(
     loaded: list[_Loaded] = []
     for path in paths:
         try:
-            doc = read_job_file(
-                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
+            loaded.append(
+                _load_one(path, jobs_dir, settings=settings, now=now, folders=folders, trust=trust)
             )
-        except SpecError as exc:
-            loaded.append((path, _identity(path), None, exc.problems))
-            continue
-        # The identity is the open file's: a later change, even within the same read, is newer.
-        try:
-            job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
-        except SpecError as exc:
-            loaded.append((path, doc.identity, None, exc.problems))
-        else:
-            loaded.append((path, doc.identity, job, warnings))
+        except Exception:  # a bug in kron: this file is invalid, every other one still loads
+            log.debug("loading %s raised", path, exc_info=True)
+            loaded.append((path, _identity(path), None, [internal_error(path)]))
     return loaded
+
+
+def _load_one(
+    path: Path,
+    jobs_dir: Path,
+    *,
+    settings: Settings,
+    now: datetime | None,
+    folders: dict[str, list[str]],
+    trust: Trust,
+) -> _Loaded:
+    try:
+        doc = read_job_file(
+            path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
+        )
+    except SpecError as exc:
+        return (path, _identity(path), None, exc.problems)
+    # The identity is the open file's: a later change, even within the same read, is newer.
+    try:
+        job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
+    except SpecError as exc:
+        return (path, doc.identity, None, exc.problems)
+    return (path, doc.identity, job, warnings)
+
+
+def internal_error(path: Path) -> Problem:
+    """The problem reported for a file that made kron's loader raise: a bug, not the file's
+    fault alone, kept to that file (the traceback is in the debug log)."""
+    return Problem(
+        path=str(path),
+        message="internal error while loading this file (a bug in kron; "
+        "the traceback is in the daemon's debug log: --log-level debug)",
+    )
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +16,7 @@ try:  # the compiled parser of the same project as tomllib, same errors, ~3x fas
 except ImportError:  # pragma: no cover
     import tomllib  # type: ignore[no-redef]
 
-from kron.model.errors import Problem, Severity, SpecError
+from kron.model.errors import EXCERPT_CHARS, Problem, Severity, SpecError, excerpt, shorten
 
 if TYPE_CHECKING:
     import yaml
@@ -51,21 +51,55 @@ def _yaml_loader() -> type[Any]:
         def construct_mapping(
             self, node: yaml.MappingNode, deep: bool = False
         ) -> dict[Hashable, Any]:
-            seen: set[Any] = set()
+            seen: set[str] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, Hashable) and key in seen:
+                if not isinstance(key, str):
+                    # TOML keys are strings, and so are the schema's: `1:` or `? [a, b]` is not
+                    # a field, and a number as an `env` name would only fail at fire time.
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                        None,
+                        None,
+                        f"a key must be a string, not {_yaml_kind(key)}; write it in quotes",
+                        key_node.start_mark,
+                    )
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
                     )
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+        def construct_refused(self, node: yaml.Node) -> Any:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the tag {tag} is not allowed in job files", node.start_mark
+            )
+
+    # Standard YAML types that JSON (and so the schema, TOML and the records) has no word for:
+    # bytes, sets, ordered pairs, dates. A job file writes strings, numbers, lists and tables.
+    for tag in ("binary", "set", "omap", "pairs", "timestamp"):
+        _YamlLoader.add_constructor(f"tag:yaml.org,2002:{tag}", _YamlLoader.construct_refused)
 
     for first in "tTfF":
         _YamlLoader.yaml_implicit_resolvers.setdefault(first, []).append(
             ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
         )
     return _YamlLoader
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return f"the number {excerpt(value)}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,9 @@ class Document:
     data: dict[str, Any]
     text: str
     identity: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the file read
+    # Where each field is written, read from the text once, on the first problem: a file with
+    # a thousand errors is parsed for positions once, not a thousand times.
+    _places: _Places | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_yaml(self) -> bool:
@@ -83,9 +120,11 @@ class Document:
 
     def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
         """Return (line, column), 1-based, of the deepest part of `pointer` the file shows."""
-        if self.is_yaml:
-            return _yaml_locate(self.text, pointer)
-        return _toml_locate(self.text, pointer)
+        places = self._places
+        if places is None:
+            places = _YamlPlaces(self.text) if self.is_yaml else _TomlPlaces(self.text)
+            object.__setattr__(self, "_places", places)
+        return places.locate(pointer)
 
     def problem(
         self, pointer: Sequence[str | int], message: str, severity: Severity = Severity.ERROR
@@ -94,12 +133,21 @@ class Document:
         line, column = self.locate(pointer)
         return Problem(
             path=str(self.path),
-            pointer="/" + "/".join(str(part) for part in pointer),
+            pointer="/" + "/".join(_shown_key(part) for part in pointer),
             message=message,
             line=line,
             column=column,
             severity=severity,
         )
+
+
+def _shown_key(part: str | int) -> str:
+    """A key as a message names it: control characters escaped (a key can hold an escape
+    sequence for the terminal that shows the log), and cut short."""
+    text = str(part)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shorten(text, EXCERPT_CHARS)
 
 
 def read_document(
@@ -196,6 +244,8 @@ def _parse_toml(path: str, text: str) -> Any:
         raise _fail(path, f"TOML: {msg}") from None
     except RecursionError:
         raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # a number of 5,000 digits is more than int() converts
+        raise _fail(path, f"TOML: a value cannot be read: {shorten(str(exc), 100)}") from None
 
 
 def _parse_yaml(path: str, text: str) -> Any:
@@ -205,7 +255,7 @@ def _parse_yaml(path: str, text: str) -> Any:
         documents = list(yaml.load_all(text, Loader=_yaml_loader()))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "syntax error"
+        problem = shorten(exc.problem or "syntax error", 200)  # it may quote an anchor's name
         if "exceeded maximum nesting depth" in problem:
             # PyYAML 6.0.3+ stops deep nesting itself; say what the TOML reader says.
             raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
@@ -215,9 +265,11 @@ def _parse_yaml(path: str, text: str) -> Any:
         column = mark.column + 1 if mark else None
         raise _fail(path, f"YAML: {problem}", line, column) from None
     except yaml.YAMLError as exc:
-        raise _fail(path, f"YAML: {exc}") from None
+        raise _fail(path, f"YAML: {shorten(str(exc), 200)}") from None
     except RecursionError:
         raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as exc:  # a number of 5,000 digits, say
+        raise _fail(path, f"YAML: a value cannot be read: {shorten(str(exc), 100)}") from None
     if len(documents) != 1:
         raise _fail(path, f"{len(documents)} YAML documents; one job per file", line=1)
     return documents[0]
@@ -247,33 +299,58 @@ def _check_shape(path: str, data: Any) -> None:
     size(data, 0)
 
 
-def _yaml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
-    import yaml
+class _Places:
+    """Positions of the fields of one file's text."""
 
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None, None
-    if node is None:
-        return None, None
-    mark = node.start_mark
-    for part in pointer:
-        if isinstance(node, yaml.MappingNode):
+    def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
+        raise NotImplementedError
+
+
+class _YamlPlaces(_Places):
+    """The YAML node tree, composed once; each table's keys indexed when first asked."""
+
+    def __init__(self, text: str) -> None:
+        import yaml
+
+        try:
+            # The C composer where there is one: the text is composed once per file with errors.
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            self.root: Any = yaml.compose(text, Loader=loader)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            self.root = None
+        self.tables: dict[int, dict[str, tuple[Any, Any]]] = {}
+
+    def _keys(self, node: Any) -> dict[str, tuple[Any, Any]]:
+        keys = self.tables.get(id(node))
+        if keys is None:
+            keys = {}
             for key_node, value_node in node.value:
-                if str(key_node.value) == str(part):
-                    mark, node = key_node.start_mark, value_node
+                keys.setdefault(str(key_node.value), (key_node, value_node))
+            self.tables[id(node)] = keys
+        return keys
+
+    def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
+        import yaml
+
+        node = self.root
+        if node is None:
+            return None, None
+        mark = node.start_mark
+        for part in pointer:
+            if isinstance(node, yaml.MappingNode):
+                found = self._keys(node).get(str(part))
+                if found is None:
                     break
+                mark, node = found[0].start_mark, found[1]
+            elif isinstance(node, yaml.SequenceNode) and str(part).isdigit():
+                index = int(part)
+                if index >= len(node.value):
+                    break
+                node = node.value[index]
+                mark = node.start_mark
             else:
                 break
-        elif isinstance(node, yaml.SequenceNode) and str(part).isdigit():
-            index = int(part)
-            if index >= len(node.value):
-                break
-            node = node.value[index]
-            mark = node.start_mark
-        else:
-            break
-    return mark.line + 1, mark.column + 1
+        return mark.line + 1, mark.column + 1
 
 
 _TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -288,8 +365,23 @@ def _split_key(dotted: str) -> list[str]:
     return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
 
 
-def _toml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
-    """Best-effort line of a key: tomllib keeps no positions, so read headers and keys by hand."""
+class _TomlPlaces(_Places):
+    """Best-effort lines of keys: tomllib keeps no positions, so headers and keys are read by
+    hand, once per file."""
+
+    def __init__(self, text: str) -> None:
+        self.found = _toml_keys(text)
+
+    def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
+        parts = [str(p) for p in pointer]
+        for end in range(len(parts), 0, -1):
+            hit = self.found.get(tuple(parts[:end]))
+            if hit:
+                return hit
+        return None, None
+
+
+def _toml_keys(text: str) -> dict[tuple[str, ...], tuple[int, int]]:
     found: dict[tuple[str, ...], tuple[int, int]] = {}
     table: list[str] = []
     array_counts: dict[tuple[str, ...], int] = {}
@@ -322,9 +414,4 @@ def _toml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, i
         for quote in ('"""', "'''"):
             if rest.count(quote) == 1:
                 in_multiline = quote
-    parts = [str(p) for p in pointer]
-    for end in range(len(parts), 0, -1):
-        hit = found.get(tuple(parts[:end]))
-        if hit:
-            return hit
-    return None, None
+    return found

@@ -80,10 +80,14 @@ def job_of(
     is built and checked as if they were absent, so a misspelt field does not hide a bad
     schedule below it. Problems come in line order.
     """
+    nuls = nul_pointers(doc.data)
     found = schema_errors("job", doc.data)
     problems = [doc.problem(pointer, message) for pointer, message in found]
-    refused: list[tuple[str, ...]] = []
-    data = doc.data
+    problems += [doc.problem(pointer, NUL_MESSAGE) for pointer in nuls]
+    # A NUL character is refused wherever it is: no path, argv, environment or user name can
+    # hold one (the kernel's strings end at it). Its field is set aside like a schema error's.
+    refused: list[tuple[str, ...]] = [_refusable(pointer) for pointer in nuls]
+    data = _without(doc.data, refused) if refused else doc.data
     for _ in range(_SET_ASIDE_ROUNDS):
         if not found:
             break
@@ -115,8 +119,53 @@ def job_of(
     # Errors quote values too (`expected a string, got 12345`): mask secrets in every message.
     problems = in_file_order(Secrets.in_tables(doc.data, settings.defaults).mask_problems(problems))
     if job is None:
-        raise SpecError([p for p in problems if p.is_error] or problems)
-    return job, problems
+        raise SpecError(capped([p for p in problems if p.is_error] or problems, str(doc.path)))
+    return job, capped(problems, str(doc.path))
+
+
+NUL_MESSAGE = "holds a NUL character (\\0), which no path, argument or name can hold"
+MAX_PROBLEMS = 50  # reported per file; a file with more says how many more
+
+
+def capped(problems: list[Problem], path: str) -> list[Problem]:
+    """The first MAX_PROBLEMS problems (errors before warnings), then one saying how many more.
+
+    A generated file with 10,000 bad list items gets a report a person can read, and the
+    daemon's log, status and audit log stay small.
+    """
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    errors = [p for p in problems if p.is_error]
+    shown = (errors + [p for p in problems if not p.is_error])[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
+    more_errors = len(errors) - sum(p.is_error for p in shown)
+    summary = f"and {more} more problems, not shown"
+    if more_errors and more_errors != more:
+        summary = f"and {more} more problems ({more_errors} errors), not shown"
+    severity = Severity.ERROR if more_errors else Severity.WARNING
+    return [*in_file_order(shown), Problem(path=path, message=summary, severity=severity)]
+
+
+def nul_pointers(data: Any) -> list[list[str | int]]:
+    """Where `data` holds a string (or a key) with a NUL character, in document order."""
+    found: list[list[str | int]] = []
+
+    def walk(value: Any, at: list[str | int]) -> None:
+        if isinstance(value, str):
+            if "\0" in value:
+                found.append(at)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\0" in key:
+                    found.append([*at, key])
+                else:
+                    walk(item, [*at, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, [*at, index])
+
+    walk(data, [])
+    return found
 
 
 _SET_ASIDE_ROUNDS = 4

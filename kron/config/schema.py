@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kron.config.documents import Document
-from kron.model.errors import Problem, ValueProblem, did_you_mean
+from kron.model.errors import EXCERPT_CHARS, Problem, ValueProblem, did_you_mean, excerpt, shorten
 from kron.model.job import DeliveryKind
 from kron.model.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
@@ -62,8 +62,16 @@ def _full_validator(name: str) -> Any:
     return jsonschema.Draft202012Validator(load_schema(name))
 
 
+# Errors examined per file: a report shows fifty (loader.MAX_PROBLEMS) and counts the rest, so
+# a 1 MiB file of a hundred thousand bad list items costs a bounded time, not a minute.
+MAX_ERRORS = 1000
+
+
 def schema_errors(name: str, data: Any) -> list[tuple[list[str | int], str]]:
-    """Validate against a schema; return (pointer, message) for every error, [] when valid."""
+    """Validate against a schema; return (pointer, message) for every error, [] when valid.
+
+    At most MAX_ERRORS are returned: the first ones jsonschema finds.
+    """
     try:
         _fast_validator(name)(data)
     except Exception:
@@ -73,13 +81,17 @@ def schema_errors(name: str, data: Any) -> list[tuple[list[str | int], str]]:
     found: list[tuple[list[str | int], str]] = []
     for error in _full_validator(name).iter_errors(data):
         found.extend(_explain(error))
+        if len(found) >= MAX_ERRORS:
+            break
     found.sort(key=lambda item: [str(p) for p in item[0]])
-    return found
+    return found[:MAX_ERRORS]
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, dict | list) and len(value) > 20:  # spare dumping a huge table
+        value = dict(list(value.items())[:20]) if isinstance(value, dict) else value[:20]
     text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(text, EXCERPT_CHARS)
 
 
 _TYPE_NAMES = {
@@ -103,7 +115,7 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
         for key in sorted(set(value) - set(allowed)):
             if any(re.match(p, key) for p in error.schema.get("patternProperties", {})):
                 continue
-            msg = f"unknown field {key!r}"
+            msg = f"unknown field {excerpt(key)}"
             msg += did_you_mean(key, allowed) or f"; known fields: {', '.join(allowed)}"
             out.append(([*pointer, key], msg))
         return out
@@ -149,7 +161,7 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
         return [(pointer, "give `json` or `body`, not both")]
     if kind in ("minimum", "maximum", "minItems", "minLength", "uniqueItems"):
         return [(pointer, error.message.replace(repr(value), _short(value)))]
-    return [(pointer, error.message)]
+    return [(pointer, error.message.replace(repr(value), _short(value)))]
 
 
 def problems_from_schema(

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from kron.config.build import Builder, zone_named
+from kron.config.builder import Builder, zone_named
 from kron.config.discovery import SETTINGS_NAMES
 from kron.config.documents import Document, read_document
 from kron.config.schema import problems_from_schema
