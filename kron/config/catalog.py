@@ -301,12 +301,20 @@ def _load_chunk(
     paths: list[Path], jobs_dir: Path, settings: Settings, now: datetime | None
 ) -> list[_Loaded]:
     folders: dict[str, list[str]] = {}  # one verdict per folder per load
+    real_folders: dict[str, str] = {}  # and one resolved path
     trust = Trust.current()
     loaded: list[_Loaded] = []
     for path in paths:
         try:
             loaded.append(
-                _load_one(path, jobs_dir, settings=settings, now=now, folders=folders, trust=trust)
+                _load_one(
+                    path,
+                    jobs_dir,
+                    settings=settings,
+                    now=now,
+                    folders=(folders, real_folders),
+                    trust=trust,
+                )
             )
         except Exception:  # a bug in kron: this file is invalid, every other one still loads
             log.debug("loading %s raised", path, exc_info=True)
@@ -320,12 +328,17 @@ def _load_one(
     *,
     settings: Settings,
     now: datetime | None,
-    folders: dict[str, list[str]],
+    folders: tuple[dict[str, list[str]], dict[str, str]],
     trust: Trust,
 ) -> _Loaded:
     try:
         doc = read_job_file(
-            path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
+            path,
+            jobs_dir=jobs_dir,
+            settings=settings,
+            folders_seen=folders[0],
+            real_folders=folders[1],
+            trust=trust,
         )
     except SpecError as exc:
         return (path, _identity(path), None, exc.problems)
