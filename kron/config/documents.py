@@ -25,6 +25,7 @@ JOB_SUFFIXES = (".toml", ".yaml", ".yml")
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_DEPTH = 32
 MAX_NODES = 10_000
+NUL_MESSAGE = "holds a NUL character (\\0), which no path, argument or name can hold"
 
 
 @functools.cache
@@ -414,4 +415,26 @@ def _toml_keys(text: str) -> dict[tuple[str, ...], tuple[int, int]]:
         for quote in ('"""', "'''"):
             if rest.count(quote) == 1:
                 in_multiline = quote
+    return found
+
+
+def nul_pointers(data: Any) -> list[list[str | int]]:
+    """Where `data` holds a string (or a key) with a NUL character, in document order."""
+    found: list[list[str | int]] = []
+
+    def walk(value: Any, at: list[str | int]) -> None:
+        if isinstance(value, str):
+            if "\0" in value:
+                found.append(at)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\0" in key:
+                    found.append([*at, key])
+                else:
+                    walk(item, [*at, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, [*at, index])
+
+    walk(data, [])
     return found

@@ -15,7 +15,7 @@ from typing import Any
 
 from kron.config.build import build_job, merge_defaults
 from kron.config.discovery import job_id_for
-from kron.config.documents import Document, read_document
+from kron.config.documents import NUL_MESSAGE, Document, nul_pointers, read_document
 from kron.config.schema import schema_errors
 from kron.config.tables import misplaced_keys
 from kron.model.errors import Problem, Severity, SpecError, shorten
@@ -190,7 +190,6 @@ def job_of(
     return job, capped(problems, str(doc.path))
 
 
-NUL_MESSAGE = "holds a NUL character (\\0), which no path, argument or name can hold"
 MAX_PROBLEMS = 50  # reported per file; a file with more says how many more
 
 
@@ -211,28 +210,6 @@ def capped(problems: list[Problem], path: str) -> list[Problem]:
         summary = f"and {more} more problems ({more_errors} errors), not shown"
     severity = Severity.ERROR if more_errors else Severity.WARNING
     return [*in_file_order(shown), Problem(path=path, message=summary, severity=severity)]
-
-
-def nul_pointers(data: Any) -> list[list[str | int]]:
-    """Where `data` holds a string (or a key) with a NUL character, in document order."""
-    found: list[list[str | int]] = []
-
-    def walk(value: Any, at: list[str | int]) -> None:
-        if isinstance(value, str):
-            if "\0" in value:
-                found.append(at)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(key, str) and "\0" in key:
-                    found.append([*at, key])
-                else:
-                    walk(item, [*at, key])
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                walk(item, [*at, index])
-
-    walk(data, [])
-    return found
 
 
 _SET_ASIDE_ROUNDS = 4
