@@ -6,6 +6,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,18 @@ from kron.model.secrets import Secrets
 from kron.model.settings import Settings
 from kron.model.trust import Trust, folder_refusals, refusals, stat_refusals
 
-__all__ = ["config_sha", "job_of", "load_job", "read_job_file"]
+__all__ = [
+    "Loaded",
+    "config_sha",
+    "identity_of",
+    "internal_error",
+    "job_of",
+    "load_files",
+    "load_job",
+    "read_job_file",
+]
+
+log = logging.getLogger("kron.loader")
 
 
 def load_job(
@@ -288,3 +300,82 @@ def _defaults_digest(defaults: Mapping[str, Any]) -> bytes:
     _DEFAULTS_DIGESTS.clear()
     _DEFAULTS_DIGESTS[id(defaults)] = (defaults, digest)
     return digest
+
+
+Loaded = tuple[Path, "tuple[int, int, int] | None", "Job | None", list[Problem]]
+
+
+def load_files(
+    paths: list[Path], jobs_dir: Path, settings: Settings, now: datetime | None
+) -> list[Loaded]:
+    """Load job files one by one: (path, identity, job or None, problems) for each.
+
+    Nothing raises: a file that makes the loader raise (a bug in kron) is reported as an
+    internal error of that file, with the traceback in the debug log, and the others load.
+    """
+    folders: dict[str, list[str]] = {}  # one verdict per folder per load
+    real_folders: dict[str, str] = {}  # and one resolved path
+    trust = Trust.current()
+    loaded: list[Loaded] = []
+    for path in paths:
+        try:
+            loaded.append(
+                _load_one(
+                    path,
+                    jobs_dir,
+                    settings=settings,
+                    now=now,
+                    folders=(folders, real_folders),
+                    trust=trust,
+                )
+            )
+        except Exception:  # a bug in kron: this file is invalid, every other one still loads
+            log.debug("loading %s raised", path, exc_info=True)
+            loaded.append((path, identity_of(path), None, [internal_error(path)]))
+    return loaded
+
+
+def _load_one(
+    path: Path,
+    jobs_dir: Path,
+    *,
+    settings: Settings,
+    now: datetime | None,
+    folders: tuple[dict[str, list[str]], dict[str, str]],
+    trust: Trust,
+) -> Loaded:
+    try:
+        doc = read_job_file(
+            path,
+            jobs_dir=jobs_dir,
+            settings=settings,
+            folders_seen=folders[0],
+            real_folders=folders[1],
+            trust=trust,
+        )
+    except SpecError as exc:
+        return (path, identity_of(path), None, exc.problems)
+    # The identity is the open file's: a later change, even within the same read, is newer.
+    try:
+        job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
+    except SpecError as exc:
+        return (path, doc.identity, None, exc.problems)
+    return (path, doc.identity, job, warnings)
+
+
+def internal_error(path: Path) -> Problem:
+    """The problem reported for a file that made kron's loader raise: a bug, not the file's
+    fault alone, kept to that file (the traceback is in the debug log)."""
+    return Problem(
+        path=str(path),
+        message="internal error while loading this file (a bug in kron; "
+        "the traceback is in the daemon's debug log: --log-level debug)",
+    )
+
+
+def identity_of(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)

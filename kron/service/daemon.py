@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kron.config.catalog import Catalog, Changes, JobsDirGone
 from kron.engine.coordinator import JobsDirLock
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Daemon", "use_pidfd_child_watcher"]
 
 log = logging.getLogger("kron.daemon")
+
+_READ_ATTEMPTS = 3  # a reading made stale by a concurrent `reload()` is read again this often
 
 
 def use_pidfd_child_watcher() -> None:
@@ -78,6 +81,8 @@ class Daemon:
         self._servers: list[asyncio.Server] = []
         self._control_socket: Path | None = None
         self._stop = asyncio.Event()
+        self._reloading = asyncio.Lock()  # one reload at a time: each reads what the last left
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def runtime(self) -> Runtime:
@@ -213,7 +218,8 @@ class Daemon:
         self._stop.set()
 
     def reload(self, paths: set[Path] | None = None) -> Changes:
-        """Apply changed files (or, with None, re-read everything, as on SIGHUP)."""
+        """Apply changed files (or, with None, re-read everything, as on SIGHUP), reading them
+        here and now; the serving daemon reads in a worker thread instead (`reload_async`)."""
         started = time.perf_counter()
         self.notifier.reloading()
         try:
@@ -224,6 +230,44 @@ class Daemon:
         finally:
             self.notifier.ready(self.status_line())
         return changes
+
+    async def reload_async(self, paths: set[Path] | None = None) -> Changes:
+        """`reload`, with the files read and parsed in a worker thread.
+
+        Only the result is applied on the event loop (a few assignments, then the scheduler's
+        changes), so a reload of 500 files, or of one file with 1,000 errors, never holds up
+        the slots of other jobs. Reloads run one at a time.
+        """
+        async with self._reloading:
+            started = time.perf_counter()
+            self.notifier.reloading()
+            try:
+                changes = await self._read_and_adopt(paths, refresh=False)
+                self.stats.reloads += 1
+                self.stats.last_reload = paths
+                self._apply(changes, started)
+            finally:
+                self.notifier.ready(self.status_line())
+            return changes
+
+    async def _refresh_async(self) -> None:
+        """Re-read what changed since the first load (the watcher was not there yet)."""
+        async with self._reloading:
+            self._apply(await self._read_and_adopt(None, refresh=True))
+
+    async def _read_and_adopt(self, paths: set[Path] | None, *, refresh: bool) -> Changes:
+        def how(catalog: Catalog) -> Changes:
+            if refresh:
+                return catalog.refresh()
+            return catalog.scan() if paths is None else catalog.apply(paths)
+
+        for _ in range(_READ_ATTEMPTS):
+            reading = await asyncio.to_thread(self.catalog.read, how)
+            changes = self.catalog.adopt(reading)
+            if changes is not None:
+                return changes
+            # The catalog changed meanwhile (a `reload()` called on the loop): read again.
+        return how(self.catalog)
 
     def status_line(self) -> str:
         """The daemon in one line, for `systemctl status`."""
@@ -284,17 +328,12 @@ class Daemon:
             nonlocal failing
             failing = False
             # Files changed between the first load and now were not seen by the watcher.
-            try:
-                self._apply(self.catalog.refresh())
-            except JobsDirGone as exc:
-                log.error("%s", exc)
-            except Exception:
-                log.exception("re-checking %s failed", self.jobs_dir)
+            self._in_background(self._refresh_async(), f"re-checking {self.jobs_dir}")
 
         while not self._stop.is_set():
             try:
                 async for paths in watch(self.jobs_dir, self._stop, on_ready=ready):
-                    self._reload_logged(paths)
+                    await self._reload_logged(paths)
             except OSError as exc:
                 if not failing:
                     log.error("cannot watch %s: %s; retrying every 5 s", self.jobs_dir, exc)
@@ -307,18 +346,33 @@ class Daemon:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 5)
 
-    def _reload_logged(self, paths: set[Path] | None) -> None:
-        """reload(), with a failure logged: the jobs stay as they were."""
+    async def _reload_logged(self, paths: set[Path] | None) -> None:
+        """reload_async(), with a failure logged: the jobs stay as they were."""
         try:
-            self.reload(paths)
+            await self.reload_async(paths)
         except JobsDirGone as exc:
             log.error("%s", exc)
         except Exception:
             log.exception("reload failed; the jobs stay as they were")
 
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work` as a task kept until it ends; its failure is logged, never lost."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except JobsDirGone as exc:
+                log.error("%s", exc)
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.ensure_future(logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_sighup(self) -> None:
         log.info("SIGHUP: re-reading %s", self.jobs_dir)
-        self._reload_logged(None)
+        self._in_background(self._reload_logged(None), "SIGHUP reload")
 
     # -- serving and stopping ---------------------------------------------------------------
 
@@ -342,7 +396,7 @@ class Daemon:
         await scheduler.shutdown(self.settings.shutdown_grace)
         await self.runtime.drain()
         self.runtime.remember_cursors()
-        for task in (runner, follower, watchdog):
+        for task in (runner, follower, watchdog, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
