@@ -7,6 +7,7 @@ policy) and the defaults merged from kron.toml.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,7 +41,7 @@ from kron.model.schedule import ScheduleKind, parse_schedule
 from kron.model.secrets import Secrets
 from kron.model.settings import Settings
 from kron.model.trust import refusals
-from kron.model.units import format_duration, format_size, parse_size
+from kron.model.units import SIZE_PATTERN, format_duration, format_size, parse_size
 
 __all__ = ["MAX_OUTPUT", "build_job", "merge_defaults"]
 
@@ -217,7 +218,13 @@ def build_job(
 
 
 def _output_size(value: str | int) -> int:
-    size = parse_size(value)
+    try:
+        size = parse_size(value)
+    except ValueProblem:
+        if isinstance(value, int) or re.fullmatch(SIZE_PATTERN, value):
+            size = MAX_OUTPUT + 1  # a size, too large even to compute: over the limit
+        else:
+            raise
     if size > MAX_OUTPUT:
         raise ValueProblem(
             f"{excerpt(value)} is over {format_size(MAX_OUTPUT)}, the most output kron keeps"

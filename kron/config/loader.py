@@ -221,7 +221,12 @@ def capped(problems: list[Problem], path: str) -> list[Problem]:
     if more_errors and more_errors != more:
         summary = f"and {more} more problems ({more_errors} errors), not shown"
     severity = Severity.ERROR if more_errors else Severity.WARNING
-    return [*in_file_order(shown), Problem(path=path, message=summary, severity=severity)]
+    kept = {id(p) for p in shown}
+    first = next(p for p in problems if id(p) not in kept)  # in file order: where they start
+    hidden = Problem(
+        path=path, message=summary, line=first.line, column=first.column, severity=severity
+    )
+    return in_file_order([*shown, hidden])
 
 
 _SET_ASIDE_ROUNDS = 4

@@ -69,8 +69,11 @@ def check_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     for name, value in headers.items():
         try:
             httpx.Request("GET", _ANY_HOST, headers={name: value})
+        except UnicodeEncodeError:
+            raise ValueProblem(
+                f"header {excerpt(name)} cannot be sent: HTTP header values are ASCII text"
+            ) from None
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            # UnicodeEncodeError: httpx sends header values as ASCII.
             raise ValueProblem(f"header {excerpt(name)} cannot be sent: {_reason(exc)}") from None
     return headers
 
