@@ -157,12 +157,20 @@ HOSTILE: dict[str, tuple[str, str, tuple[int | None, str, str]]] = {
     "a NaN in a JSON body": (
         "x.yaml",
         YHEAD + f"http:\n  url: {LOCAL}\n  json: {{a: .nan}}\n",
-        (5, "http.json", "cannot be sent as JSON: Out of range float values are not JSON compliant"),
+        (
+            5,
+            "http.json",
+            "cannot be sent as JSON: Out of range float values are not JSON compliant",
+        ),
     ),
     "a TOML date in a JSON body": (
         "x.toml",
         HEAD + f'[http]\nurl = "{LOCAL}"\njson = {{ when = 2026-01-01T00:00:00Z }}\n',
-        (5, "http.json", "cannot be sent as JSON: Object of type datetime is not JSON serializable"),
+        (
+            5,
+            "http.json",
+            "cannot be sent as JSON: Object of type datetime is not JSON serializable",
+        ),
     ),
     "a bad agent endpoint": (
         "x.toml",
@@ -308,8 +316,11 @@ def test_a_file_that_makes_the_loader_raise_is_an_internal_error_of_that_file_al
         )
     ]
     assert [job["id"] for job in report["jobs"]] == ["good"]
-    raised = [r for r in caplog.records if r.getMessage() == f"loading {jobs_dir / 'bug.toml'} raised"]
-    assert raised and raised[0].exc_info is not None
+    raised = [
+        r for r in caplog.records if r.getMessage() == f"loading {jobs_dir / 'bug.toml'} raised"
+    ]
+    assert raised
+    assert raised[0].exc_info is not None
     assert str(raised[0].exc_info[1]) == "a bug in the loader"
 
 
