@@ -154,7 +154,11 @@ def _explain(error: Any) -> list[tuple[list[str | int], str]]:
                 (pointer, f"a delivery has exactly one target ({', '.join(targets)}); got {shown}")
             ]
     if kind in ("oneOf", "anyOf") and error.context:
-        types = [e.validator_value for e in error.context if e.validator == "type"]
+        types = [
+            e.validator_value
+            for e in error.context
+            if e.validator == "type" and not e.relative_path  # about the value itself
+        ]
         if len(types) == len(error.context) and all(isinstance(t, str) for t in types):
             # `max_output = 1.5`: neither branch's type; name both, not the last tried.
             names = " or ".join(_TYPE_NAMES.get(t, t) for t in dict.fromkeys(types))
