@@ -241,19 +241,28 @@ class Daemon:
         async with self._reloading:
             started = time.perf_counter()
             self.notifier.reloading()
+            status = None
             try:
                 changes = await self._read_and_adopt(paths, refresh=False)
                 self.stats.reloads += 1
                 self.stats.last_reload = paths
-                self._apply(changes, started)
+                self.runtime.apply(changes, self.settings)
+                status = await asyncio.to_thread(self._report_status, changes, started)
             finally:
-                self.notifier.ready(self.status_line())
+                self.notifier.ready(status or self.status_line())
             return changes
 
     async def _refresh_async(self) -> None:
         """Re-read what changed since the first load (the watcher was not there yet)."""
         async with self._reloading:
-            self._apply(await self._read_and_adopt(None, refresh=True))
+            changes = await self._read_and_adopt(None, refresh=True)
+            self.runtime.apply(changes, self.settings)
+            await asyncio.to_thread(self._report, changes)
+
+    def _report_status(self, changes: Changes, started: float) -> str:
+        """`_report`, then the status line: both read every problem, off the event loop."""
+        self._report(changes, started)
+        return self.status_line()
 
     async def _read_and_adopt(self, paths: set[Path] | None, *, refresh: bool) -> Changes:
         def how(catalog: Catalog) -> Changes:
@@ -279,35 +288,45 @@ class Daemon:
 
     def _apply(self, changes: Changes, started: float | None = None) -> None:
         """Bring the runtime and the audit log in line with a catalog change."""
-        started = started or time.perf_counter()
+        self.runtime.apply(changes, self.settings)
         audit = self.runtime.audit
         assert audit is not None
         with audit.batch():  # a `git checkout` of 10,000 files: one write
-            self.runtime.apply(changes, self.settings)
-            if changes.settings_changed:
-                audit.write("settings", path=self.settings.path)
-            for problem in changes.settings_problems:
-                (log.error if problem.is_error else log.warning)(
-                    "%s (kept the last good settings)", problem
-                )
-            for entry in changes.invalid:
-                _log_problems(entry.problems)
-                kept = " (its last good version stays scheduled)" if entry.job is not None else ""
-                log.error("%s: invalid%s", entry.path, kept)
-                audit.write(
-                    "invalid",
-                    job=entry.job_id,
-                    path=entry.path,
-                    error="; ".join(p.message for p in entry.errors),
-                )
-            for entry in changes.fixed:
-                log.info("%s: valid again", entry.path)
-            for job in changes.added:
-                audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
-            for job in changes.updated:
-                audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
-            for job_id in changes.removed:
-                audit.write("remove", job=job_id)
+            self._report(changes, started)
+
+    def _report(self, changes: Changes, started: float | None = None) -> None:
+        """Log a catalog change and write it to the audit log.
+
+        Safe in a worker thread once the change is in force: it reads only `changes` and the
+        catalog, which changes only under the reload lock that its caller holds.
+        """
+        started = started or time.perf_counter()
+        audit = self.runtime.audit
+        assert audit is not None
+        if changes.settings_changed:
+            audit.write("settings", path=self.settings.path)
+        for problem in changes.settings_problems:
+            (log.error if problem.is_error else log.warning)(
+                "%s (kept the last good settings)", problem
+            )
+        for entry in changes.invalid:
+            _log_problems(entry.problems)
+            kept = " (its last good version stays scheduled)" if entry.job is not None else ""
+            log.error("%s: invalid%s", entry.path, kept)
+            audit.write(
+                "invalid",
+                job=entry.job_id,
+                path=entry.path,
+                error="; ".join(p.message for p in entry.errors),
+            )
+        for entry in changes.fixed:
+            log.info("%s: valid again", entry.path)
+        for job in changes.added:
+            audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job in changes.updated:
+            audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job_id in changes.removed:
+            audit.write("remove", job=job_id)
         if changes:
             log.info(
                 "reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
