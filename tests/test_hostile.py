@@ -340,10 +340,10 @@ def test_settings_that_make_the_loader_raise_are_an_internal_error_of_kron_toml(
     ]
 
 
-def test_a_file_with_a_thousand_errors_reports_fifty_and_counts_the_rest(
+def test_a_file_with_hundreds_of_errors_reports_fifty_and_counts_the_rest(
     jobs_dir: Path, cli: Callable[..., CliResult]
 ) -> None:
-    items = "".join(f"  - bad{i}\n" for i in range(1000))
+    items = "".join(f"  - bad{i}\n" for i in range(600))
     path = jobs_dir / "codes.yaml"
     path.write_text(YHEAD + 'shell: "true"\nsuccess_codes:\n' + items)
     code, report = validate_json(cli, jobs_dir)
@@ -352,7 +352,20 @@ def test_a_file_with_a_thousand_errors_reports_fifty_and_counts_the_rest(
     assert len(errors) == 51
     assert errors[0] == (5, "success_codes.0", 'expected an integer, got "bad0"')
     assert errors[49] == (54, "success_codes.49", 'expected an integer, got "bad49"')
-    assert errors[50] == (55, "", "and 950 more problems, not shown")  # from line 55 on
+    assert errors[50] == (55, "", "and 550 more problems, not shown")  # from line 55 on
+
+
+def test_past_a_thousand_errors_the_count_is_a_lower_bound(
+    jobs_dir: Path, cli: Callable[..., CliResult]
+) -> None:
+    keys = "".join(f"k{i:05} = 1\n" for i in range(5000))
+    (jobs_dir / "keys.toml").write_text(HEAD + 'shell = "true"\n' + keys)
+    code, report = validate_json(cli, jobs_dir)
+    assert code == 1
+    errors = [(e["line"], e["field"], e["message"]) for e in report["errors"]]
+    assert errors[0][:2] == (4, "k00000")
+    assert errors[0][2].startswith("unknown field 'k00000'; known fields: agent, catchup, ")
+    assert errors[50] == (54, "", "and at least 950 more problems, not shown")
 
 
 def test_a_file_with_a_thousand_bad_list_items_validates_in_well_under_a_second(

@@ -17,7 +17,7 @@ from typing import Any
 from kron.config.build import build_job, merge_defaults
 from kron.config.discovery import job_id_for
 from kron.config.documents import NUL_MESSAGE, Document, nul_pointers, read_document
-from kron.config.schema import schema_errors
+from kron.config.schema import MAX_ERRORS, schema_errors
 from kron.config.tables import misplaced_keys
 from kron.model.errors import Problem, Severity, SpecError, shorten
 from kron.model.job import Job
@@ -166,6 +166,11 @@ def job_of(
     # A NUL character is refused wherever it is: no path, argv, environment or user name can
     # hold one (the kernel's strings end at it). Its field is set aside like a schema error's.
     refused: list[tuple[str, ...]] = [_refusable(pointer) for pointer in nuls]
+    if len(problems) >= MAX_PROBLEMS:
+        # The report is full: setting fields aside and building would find problems no one
+        # sees, at the cost of another schema pass per round (seconds, for 90,000 bad keys).
+        masked = Secrets.in_tables(doc.data, settings.defaults).mask_problems(problems)
+        raise SpecError(capped(in_file_order(masked), str(doc.path)))
     data = _without(doc.data, refused) if refused else doc.data
     for _ in range(_SET_ASIDE_ROUNDS):
         if not found:
@@ -217,9 +222,11 @@ def capped(problems: list[Problem], path: str) -> list[Problem]:
     shown = (errors + [p for p in problems if not p.is_error])[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
     more_errors = len(errors) - sum(p.is_error for p in shown)
-    summary = f"and {more} more problems, not shown"
+    # Past MAX_ERRORS the schema stops looking (schema.py): say so rather than undercount.
+    at_least = "at least " if len(problems) >= MAX_ERRORS else ""
+    summary = f"and {at_least}{more} more problems, not shown"
     if more_errors and more_errors != more:
-        summary = f"and {more} more problems ({more_errors} errors), not shown"
+        summary = f"and {at_least}{more} more problems ({more_errors} errors), not shown"
     severity = Severity.ERROR if more_errors else Severity.WARNING
     kept = {id(p) for p in shown}
     first = next(p for p in problems if id(p) not in kept)  # in file order: where they start

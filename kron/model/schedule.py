@@ -45,6 +45,7 @@ _MAX_STEPS = 16  # candidates tried per search: at most one gap and one repeated
 # An @at time lies in these years: nothing fires before the epoch, and a slot must leave room
 # to add the longest duration (units.MAX_DURATION, ten years) before datetime's year 9999.
 _AT_FIRST_YEAR = 1970
+_LONGEST_EXPR = 1000  # characters: every minute listed, `0,1,...,59`, takes 170
 _AT_LAST_YEAR = 9000
 
 _MACROS = {
@@ -219,6 +220,9 @@ def _parse_cached(expr: str, zone: ZoneInfo) -> Schedule:
     text = expr.strip()
     if not text:
         raise ValueProblem("schedule is empty")
+    if len(text) > _LONGEST_EXPR:
+        # croniter expands a list of 150,000 minutes for seconds; no real schedule is that long.
+        raise ValueProblem(f"schedule is longer than {_LONGEST_EXPR} characters")
     if not text.startswith("@"):
         return _parse_cron(expr, text, zone)
     head, *tail = text.split(maxsplit=1)

@@ -34,6 +34,7 @@ _MAX_DURATION_S = MAX_DURATION.total_seconds()
 # limit's message can name the value, and far below what breaks int() or the memory.
 MAX_SIZE = 1024**4
 _SIZE_DIGITS = 13  # 1 TiB in bytes has 13 digits
+_LONGEST_DURATION = 100  # characters; `3650d` needs five
 
 
 @functools.lru_cache(maxsize=1024)
@@ -46,9 +47,9 @@ def parse_duration(text: str) -> timedelta:
     text = text.strip()
     pos = 0
     total_s = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
+    # Each part is matched where the last ended (finditer would search the rest of the text
+    # from every position: quadratic, 6 s for ten thousand digits); no duration is that long.
+    while len(text) <= _LONGEST_DURATION and (match := _DURATION_PART.match(text, pos)):
         # A number of a thousand digits is float('inf'), which the bound below refuses.
         total_s += float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
         pos = match.end()
