@@ -483,3 +483,20 @@ def test_a_kron_toml_linked_from_outside_is_refused_without_quoting_it(
         f"{jobs_dir / 'kron.toml'}: refused: a symlink to {secret}, outside the jobs directory"
     )
     assert "SECRETHASH" not in result.out + result.err
+
+
+def test_a_trigger_cycle_through_1500_jobs_is_one_problem_not_a_recursion_error(
+    jobs_dir: Path,
+) -> None:
+    count = 1500  # deeper than Python's stack: the cycle search was recursive
+    for i in range(count):
+        (jobs_dir / f"j{i:04}.toml").write_text(
+            f'schedule = "@manual"\nshell = "true"\ntriggers = ["j{(i + 1) % count:04}"]\n'
+        )
+    result = load_dir(jobs_dir)
+    assert len(result.jobs) == count
+    assert [(p.path, p.line, p.field) for p in result.errors] == [
+        (str(jobs_dir / "j0000.toml"), 3, "triggers")
+    ]
+    assert result.errors[0].message.startswith("trigger cycle: j0000 -> j0001 -> j0002 -> ")
+    assert len(result.errors[0].message) == MAX_MESSAGE_CHARS
