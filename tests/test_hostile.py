@@ -20,8 +20,12 @@ import pytest
 from kron.config import loader
 from kron.config.catalog import Catalog, load_dir
 from kron.model.errors import MAX_MESSAGE_CHARS
+from kron.service.daemon import Daemon
 
+from .clock import FakeClock
 from .conftest import CliResult
+from .harness import Events, until_true
+from .test_reload import live
 
 HEAD = 'schedule = "@daily"\ntimezone = "UTC"\n'
 YHEAD = 'schedule: "@daily"\ntimezone: UTC\n'
@@ -500,3 +504,28 @@ def test_a_trigger_cycle_through_1500_jobs_is_one_problem_not_a_recursion_error(
     ]
     assert result.errors[0].message.startswith("trigger cycle: j0000 -> j0001 -> j0002 -> ")
     assert len(result.errors[0].message) == MAX_MESSAGE_CHARS
+
+
+def test_a_reload_that_meets_a_loader_bug_still_applies_the_rest_of_its_batch(
+    jobs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_job_of = loader.job_of
+
+    def job_of(doc: Any, **kwargs: Any) -> Any:
+        if doc.path.name == "bug.toml":
+            raise RuntimeError("a bug in the loader")
+        return real_job_of(doc, **kwargs)
+
+    monkeypatch.setattr(loader, "job_of", job_of)
+
+    async def body(daemon: Daemon, clock: FakeClock, events: Events) -> None:
+        (jobs_dir / "bug.toml").write_text(HEAD + 'shell = "true"\n')
+        (jobs_dir / "good.toml").write_text(HEAD + 'shell = "true"\n')
+        await until_true(lambda: "good" in daemon.catalog.active)
+        await until_true(lambda: str(jobs_dir / "bug.toml") in daemon.catalog.invalid_files)
+        assert [
+            p.message[:41] for p in daemon.catalog.invalid_files[str(jobs_dir / "bug.toml")]
+        ] == ["internal error while loading this file (a"]
+        assert "bug" not in daemon.catalog.active
+
+    live(jobs_dir, body)
