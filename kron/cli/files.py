@@ -60,7 +60,7 @@ def _parse_from(text: str | None, zone: ZoneInfo) -> datetime:
 
 
 def next_fires(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from kron.config.builder import zone_named
+    from kron.config.build import zone_named
     from kron.config.loader import load_job
     from kron.config.settings import load_settings
     from kron.model.schedule import parse_schedule

@@ -43,7 +43,8 @@ from kron.model.settings import Settings
 from kron.model.trust import refusals
 from kron.model.units import SIZE_PATTERN, format_duration, format_size, parse_size
 
-__all__ = ["MAX_OUTPUT", "build_job", "merge_defaults"]
+# Builder and zone_named live in builder.py; they are named here too, where callers found them.
+__all__ = ["MAX_OUTPUT", "Builder", "build_job", "merge_defaults", "zone_named"]
 
 _ZERO = timedelta(0)
 # Output kept per stream and run: the record line holds it, and every running run holds up to

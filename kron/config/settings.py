@@ -7,7 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from kron.config.builder import Builder, integer, zone_named
+from kron.config.build import Builder, zone_named
+from kron.config.builder import integer
 from kron.config.discovery import SETTINGS_NAMES
 from kron.config.documents import NUL_MESSAGE, Document, nul_pointers, read_document
 from kron.config.schema import problems_from_schema
