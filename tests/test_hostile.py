@@ -134,6 +134,16 @@ HOSTILE: dict[str, tuple[str, str, tuple[int | None, str, str]]] = {
         HEAD + 'shell = "true"\nuser = "ro\\u0000ot"\n',
         (4, "user", NUL),
     ),
+    "a user id too large for the system": (
+        "x.toml",
+        HEAD + 'shell = "true"\nuser = "99999999999999999999"\n',
+        (4, "user", "'99999999999999999999' is not a user id; ids are 0 to 4294967294"),
+    ),
+    "a group id in superscript digits": (
+        "x.toml",
+        HEAD + 'shell = "true"\ngroup = "\u00b2"\n',
+        (4, "group", "'\u00b2' is not a group id; ids are 0 to 4294967294"),
+    ),
     "an = in a variable name": (
         "x.toml",
         HEAD + 'shell = "true"\n[env]\n"A=B" = "c"\n',

@@ -175,8 +175,8 @@ def build_job(
         "env": env,
         "secret_env": secret_env,
         "env_file": env_file,
-        "user": data.get("user"),
-        "group": data.get("group"),
+        "user": _account(b, "user", data.get("user")),
+        "group": _account(b, "group", data.get("group")),
         "umask": int(data["umask"], 8) if "umask" in data else None,
         "timeout": b.maybe_duration(data, "timeout", minimum=MIN_TIMEOUT),
         "kill_grace": b.duration(data, "kill_grace", _KILL_GRACE, minimum=MIN_KILL_GRACE),
@@ -216,6 +216,17 @@ def build_job(
         **job_kwargs,
     )
     return job, _warnings(b, job, now or datetime.now(UTC))
+
+
+def _account(b: Builder, key: str, name: str | None) -> str | None:
+    """A user or group: a name, or a number the system can take (what `isdigit` admits, such
+    as `²` or a 20-digit id, made pwd and grp raise at fire time)."""
+    if name is not None and name.isdigit() and not (name.isascii() and int(name) < _NO_ID):
+        b.problem([key], f"{excerpt(name)} is not a {key} id; ids are 0 to {_NO_ID - 1}")
+    return name
+
+
+_NO_ID = 2**32 - 1  # (uid_t) -1 means "no change" to the kernel
 
 
 def _output_size(value: str | int) -> int:
