@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from kron.cli.main import main
 from kron.config.catalog import Catalog
 from kron.config.schema import load_schema
-from kron.model.conditions import parse_condition
+from kron.model.conditions import TcpProbe, parse_condition
 from kron.model.job import HttpAction, Job
 from kron.model.schedule import jitter_offset
 from kron.model.times import format_time
@@ -234,7 +234,9 @@ def _fire(job: Job) -> list[object]:
     first = retry.delay.total_seconds() * 2 ** (retry.attempts - 1)
     seen += [min(first, retry.max_delay.total_seconds()), NOW + retry.jitter]
     if job.wait is not None:
-        seen += [parse_condition(job.wait.until), NOW + job.wait.timeout + job.wait.every]
+        condition = parse_condition(job.wait.until)
+        seen += [NOW + job.wait.timeout + job.wait.every]
+        seen += [host.encode("idna") for host in _tcp_hosts(condition)]  # as the resolver does
     if isinstance(job.action, HttpAction):
         content: dict[str, Any] = {}
         if job.action.json is not None:
@@ -257,6 +259,13 @@ def _fire(job: Job) -> list[object]:
             message = {"chat_id": target["chat_id"], "text": "x"}
             seen.append(httpx.Request("POST", f"{base}/bot0:token/sendMessage", json=message))
     return seen
+
+
+def _tcp_hosts(condition: Any) -> list[str]:
+    if isinstance(condition, TcpProbe):
+        return [condition.host]
+    items = getattr(condition, "items", None) or [getattr(condition, "item", None)]
+    return [host for item in items if item is not None for host in _tcp_hosts(item)]
 
 
 def _check(name: str, content: bytes) -> None:

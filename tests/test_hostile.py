@@ -230,6 +230,11 @@ HOSTILE: dict[str, tuple[str, str, tuple[int | None, str, str]]] = {
             "bad address 'tcp://[::1:80'; write tcp://host:port with a port from 1 to 65535",
         ),
     ),
+    "a host name label over 63 characters in a wait condition": (
+        "x.toml",
+        HEAD + 'shell = "true"\n[wait]\nuntil = "tcp://' + "a" * 64 + '.example:80"\n',
+        (5, "wait.until", "bad host name in 'tcp://" + "a" * 49 + "...'"),
+    ),
     "a wait.every of 0s, a busy loop": (
         "x.toml",
         HEAD + 'shell = "true"\n[wait]\nuntil = "file:/tmp"\nevery = "0s"\n',

@@ -288,6 +288,10 @@ def _probe(atom: str, column: int) -> Probe:
             raise ValueProblem(
                 f"bad address {excerpt(atom)}; write tcp://host:port with a port from 1 to 65535"
             )
+        try:
+            parts.hostname.encode("idna")  # as the resolver will: a label over 63 characters
+        except UnicodeError:
+            raise ValueProblem(f"bad host name in {excerpt(atom)}") from None
         return TcpProbe(text=atom, host=parts.hostname, port=port)
     if atom.startswith("file:"):
         if not atom[5:].strip():
