@@ -362,7 +362,7 @@ def test_settings_that_make_the_loader_raise_are_an_internal_error_of_kron_toml(
 def test_a_file_with_hundreds_of_errors_reports_fifty_and_counts_the_rest(
     jobs_dir: Path, cli: Callable[..., CliResult]
 ) -> None:
-    items = "".join(f"  - bad{i}\n" for i in range(600))
+    items = "".join(f"  - bad{i}\n" for i in range(150))
     path = jobs_dir / "codes.yaml"
     path.write_text(YHEAD + 'shell: "true"\nsuccess_codes:\n' + items)
     code, report = validate_json(cli, jobs_dir)
@@ -371,10 +371,10 @@ def test_a_file_with_hundreds_of_errors_reports_fifty_and_counts_the_rest(
     assert len(errors) == 51
     assert errors[0] == (5, "success_codes.0", 'expected an integer, got "bad0"')
     assert errors[49] == (54, "success_codes.49", 'expected an integer, got "bad49"')
-    assert errors[50] == (55, "", "and 550 more problems, not shown")  # from line 55 on
+    assert errors[50] == (55, "", "and 100 more problems, not shown")  # from line 55 on
 
 
-def test_past_a_thousand_errors_the_count_is_a_lower_bound(
+def test_past_200_errors_the_count_is_a_lower_bound(
     jobs_dir: Path, cli: Callable[..., CliResult]
 ) -> None:
     keys = "".join(f"k{i:05} = 1\n" for i in range(5000))
@@ -384,7 +384,7 @@ def test_past_a_thousand_errors_the_count_is_a_lower_bound(
     errors = [(e["line"], e["field"], e["message"]) for e in report["errors"]]
     assert errors[0][:2] == (4, "k00000")
     assert errors[0][2].startswith("unknown field 'k00000'; known fields: agent, catchup, ")
-    assert errors[50] == (54, "", "and at least 950 more problems, not shown")
+    assert errors[50] == (54, "", "and at least 150 more problems, not shown")
 
 
 def test_a_file_with_a_thousand_bad_list_items_validates_in_well_under_a_second(
@@ -401,7 +401,8 @@ def test_a_file_with_a_thousand_bad_list_items_validates_in_well_under_a_second(
     result = load_dir(jobs_dir)
     elapsed = time.perf_counter() - started
     assert len(result.errors) == 51
-    # Measured at 0.15 s alone on a 2-core machine; 0.5 s leaves room for a loaded one.
+    # Measured at 0.10-0.19 s on a 2-core machine under a load of 3.7 (it took 16 s); the rest
+    # of the bound is for a slower or busier one.
     assert elapsed < 0.5, f"{elapsed:.2f} s"
 
 
