@@ -585,7 +585,7 @@ def test_a_daemon_runs_a_job_only_once_its_deployment_is_available_and_records_w
     (jobs_dir / "smoke.toml").write_text(
         f'schedule = "@reboot"\nshell = "touch {ran}"\n'
         '[wait]\nuntil = "k8s:deployment/prod/api:Available"\nkubeconfig = "kubeconfig"\n'
-        'every = "50ms"\ntimeout = "1m"\n'
+        'every = "100ms"\ntimeout = "1m"\n'
     )
     records = jobs_dir / "smoke.runs.jsonl"
     runtime = tmp_path / "run"

@@ -503,7 +503,7 @@ def test_the_breaker_state_is_shared_by_later_runs_in_the_process(
         time=FakeTime(),
         breakers=BREAKERS,
     )
-    job = waiting_job(jobs_dir, f"{server.url}/hang-up", every="10ms", timeout="100ms")
+    job = waiting_job(jobs_dir, f"{server.url}/hang-up", every="100ms", timeout="100ms")
     second = run(execute(job, run_env={}, stop=asyncio.Event()))
     assert len(server.requests) == 3  # all from the first wait: the run did not probe at all
     assert first.satisfied is False
@@ -553,7 +553,7 @@ def test_on_timeout_decides_whether_the_action_runs_and_the_record_says_why(
     jobs_dir: Path, on_timeout: str, outcome: Outcome, stdout: str, error: str | None
 ) -> None:
     job = waiting_job(
-        jobs_dir, "file:missing", every="50ms", timeout="200ms", on_timeout=on_timeout
+        jobs_dir, "file:missing", every="100ms", timeout="200ms", on_timeout=on_timeout
     )
 
     async def body(scheduler: Scheduler, events: Events) -> None:
@@ -588,7 +588,7 @@ def test_a_satisfied_wait_is_recorded_beside_the_actions_output(
 
 def test_cancelling_a_run_ends_its_wait_at_once(jobs_dir: Path) -> None:
     probes = jobs_dir / "probes.log"
-    job = waiting_job(jobs_dir, f"cmd:echo probe >> {probes}; false", every="20ms", timeout="1h")
+    job = waiting_job(jobs_dir, f"cmd:echo probe >> {probes}; false", every="100ms", timeout="1h")
 
     async def body(scheduler: Scheduler, events: Events) -> None:
         run_ = scheduler.fire(job.id, slot=T0, trigger=Trigger.MANUAL)
@@ -658,7 +658,7 @@ def test_a_container_that_turns_unhealthy_before_healthy_ends_the_wait_healthy(
     job = waiting_job(
         jobs_dir,
         f"and(cmd:echo probe >> {probes}, docker:{name}:healthy)",
-        every="50ms",
+        every="100ms",
         timeout="30s",
     )
 

@@ -6,24 +6,35 @@ A file that turns invalid keeps its last good job active; its error stays listed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
 from kron.config.documents import read_document
 from kron.config.graph import check_graph
-from kron.config.loader import in_file_order, job_of, read_job_file
+from kron.config.loader import Loaded, identity_of, in_file_order, internal_error, load_files
 from kron.config.parallel import in_parallel, worker_count
 from kron.config.schema import compile_job_schema
 from kron.config.settings import load_settings
 from kron.model.errors import Findings, KronError, Problem, SpecError
 from kron.model.job import Job
 from kron.model.settings import Settings
-from kron.model.trust import Trust
 
-__all__ = ["Catalog", "Changes", "Entry", "JobsDirGone", "LoadResult", "load_dir"]
+__all__ = [
+    "Catalog",
+    "Changes",
+    "Entry",
+    "JobsDirGone",
+    "LoadResult",
+    "Reading",
+    "internal_error",
+    "load_dir",
+]
+
+log = logging.getLogger("kron.catalog")
 
 
 class JobsDirGone(KronError):
@@ -79,20 +90,55 @@ class Catalog:
         self.entries: dict[Path, Entry] = {}
         self.active: dict[str, Job] = {}
         self._owner: dict[str, Path] = {}  # the file whose job is active for an id
+        self._generation = 0  # counts the changes to the above, so that a stale reading is seen
+
+    # -- reading in a worker thread, adopting on the loop -------------------------------------
+
+    def read(self, how: Callable[[Catalog], Changes]) -> Reading:
+        """Run a reload (`Catalog.scan`, `.apply` or `.refresh`) on a copy of this catalog.
+
+        This reads and parses files and may run in a worker thread: it never changes this
+        catalog, which the event loop goes on reading. `adopt` puts the result in force.
+        """
+        base = self._generation  # before the copy: a change on the loop meanwhile is seen
+        shadow = Catalog(self.jobs_dir, now=self._now)
+        for name in _STATE:
+            value = getattr(self, name)
+            setattr(shadow, name, dict(value) if isinstance(value, dict) else value)
+        return Reading(catalog=shadow, changes=how(shadow), base=base)
+
+    def adopt(self, reading: Reading) -> Changes | None:
+        """Put a reading in force (a few assignments: cheap on the loop); None when this
+        catalog changed since it was read, and the reading must be done again."""
+        if reading.base != self._generation:
+            return None
+        for name in _STATE:
+            setattr(self, name, getattr(reading.catalog, name))
+        self._generation += 1
+        return reading.changes
 
     # -- reading ----------------------------------------------------------------------------
 
     def scan(self) -> Changes:
         """(Re)read everything: kron.toml, then every job file."""
         self._require_jobs_dir()
-        settings, problems = load_settings(self.jobs_dir)
+        self._generation += 1
+        try:
+            settings, problems = load_settings(self.jobs_dir)
+        except Exception:  # a bug in kron: reported as the settings' problem, never raised
+            log.debug("loading the settings of %s raised", self.jobs_dir, exc_info=True)
+            path = next(
+                (self.jobs_dir / n for n in SETTINGS_NAMES if (self.jobs_dir / n).exists()),
+                self.jobs_dir / SETTINGS_NAMES[0],
+            )
+            settings, problems = Settings(path=path), [internal_error(path)]
         settings_errors = [p for p in problems if p.is_error]
         changes = Changes(settings_problems=problems)
         if not settings_errors or settings.path is None or not self.entries:
             changes.settings_changed = settings != self.settings
             self.settings = settings if not settings_errors else Settings(path=settings.path)
         self.settings_problems = problems
-        self.settings_seen = _identity(settings.path) if settings.path else None
+        self.settings_seen = identity_of(settings.path) if settings.path else None
         files, self.folder_problems = discover(self.jobs_dir)
         gone = set(self.entries) - set(files)
         self._reload(files, gone, changes)
@@ -101,6 +147,7 @@ class Catalog:
     def apply(self, paths: Iterable[Path]) -> Changes:
         """Re-read only what changed: files, folders (added, removed or renamed), kron.toml."""
         self._require_jobs_dir()
+        self._generation += 1
         files: set[Path] = set()
         gone: set[Path] = set()
         tree: list[Path] | None = None
@@ -136,13 +183,14 @@ class Catalog:
     def refresh(self) -> Changes:
         """Re-read what changed on disk since it was read (by mtime, size and inode)."""
         self._require_jobs_dir()
+        self._generation += 1
         files, self.folder_problems = discover(self.jobs_dir)
         changed = [
-            p for p in files if p not in self.entries or self.entries[p].seen != _identity(p)
+            p for p in files if p not in self.entries or self.entries[p].seen != identity_of(p)
         ]
         gone = set(self.entries) - set(files)
         changes = Changes()
-        if self.settings.path is not None and self.settings_seen != _identity(self.settings.path):
+        if self.settings.path is not None and self.settings_seen != identity_of(self.settings.path):
             return self.scan()
         self._reload(changed, gone, changes)
         return changes
@@ -166,7 +214,10 @@ class Catalog:
                 touched.add(entry.job_id)
         for path, seen, job, problems in self._load_all(list(files)):
             job_id = job.id if job is not None else job_id_for(path, self.jobs_dir)
-            entry = self.entries.get(path) or Entry(path=path, job_id=job_id)
+            known = self.entries.get(path)
+            # A copy, never the entry itself: a reload read in a worker thread must not change
+            # what the event loop may be reading (`kron status`) until it is adopted.
+            entry = replace(known) if known is not None else Entry(path=path, job_id=job_id)
             entry.seen = seen
             was_invalid = bool(entry.errors)
             if job is None:
@@ -180,17 +231,17 @@ class Catalog:
             touched.add(job_id)
         self._settle(touched, changes)
 
-    def _load_all(self, files: list[Path]) -> list[_Loaded]:
+    def _load_all(self, files: list[Path]) -> list[Loaded]:
         """Load files, on every core when there are many (a first load, a large checkout)."""
         workers = worker_count(len(files))
         if workers < 2:
-            return _load_chunk(files, self.jobs_dir, self.settings, self._time())
+            return load_files(files, self.jobs_dir, self.settings, self._time())
         jobs_dir, settings = self.jobs_dir, self.settings
         compile_job_schema()
         chunks = [files[i::workers] for i in range(workers)]
-        loaded: list[_Loaded] = []
+        loaded: list[Loaded] = []
         now = self._time()
-        for part in in_parallel(lambda chunk: _load_chunk(chunk, jobs_dir, settings, now), chunks):
+        for part in in_parallel(lambda chunk: load_files(chunk, jobs_dir, settings, now), chunks):
             loaded.extend(part)
         return loaded
 
@@ -201,9 +252,10 @@ class Catalog:
             if entry.job_id in touched:
                 by_id.setdefault(entry.job_id, []).append(entry)
         for job_id in touched:
-            candidates = by_id.get(job_id, [])
+            candidates = [replace(e) for e in by_id.get(job_id, [])]  # copies, as in _reload
             owner = self._owner.get(job_id)
             for entry in candidates:
+                self.entries[entry.path] = entry
                 entry.problems = [p for p in entry.problems if not p.message.startswith("job id ")]
             if len(candidates) > 1:
                 # Two files for one id: the one already active stays; all are reported.
@@ -283,39 +335,27 @@ class Catalog:
         return bad
 
 
-_Loaded = tuple[Path, "tuple[int, int, int] | None", "Job | None", list[Problem]]
+# What a reload changes, and `read` copies and `adopt` puts in force (dicts are copied; the
+# lists and settings are replaced by a reload, never changed in place).
+_STATE = (
+    "settings",
+    "settings_problems",
+    "settings_seen",
+    "folder_problems",
+    "graph_problems",
+    "entries",
+    "active",
+    "_owner",
+)
 
 
-def _load_chunk(
-    paths: list[Path], jobs_dir: Path, settings: Settings, now: datetime | None
-) -> list[_Loaded]:
-    folders: dict[str, list[str]] = {}  # one verdict per folder per load
-    trust = Trust.current()
-    loaded: list[_Loaded] = []
-    for path in paths:
-        try:
-            doc = read_job_file(
-                path, jobs_dir=jobs_dir, settings=settings, folders_seen=folders, trust=trust
-            )
-        except SpecError as exc:
-            loaded.append((path, _identity(path), None, exc.problems))
-            continue
-        # The identity is the open file's: a later change, even within the same read, is newer.
-        try:
-            job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
-        except SpecError as exc:
-            loaded.append((path, doc.identity, None, exc.problems))
-        else:
-            loaded.append((path, doc.identity, job, warnings))
-    return loaded
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reading:
+    """A reload read from disk and not yet in force: the catalog it makes, and the changes."""
 
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    catalog: Catalog
+    changes: Changes
+    base: int  # the generation of the catalog it was read from
 
 
 def _is_under(path: Path, folder: Path) -> bool:

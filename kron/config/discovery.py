@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from kron.config.documents import JOB_SUFFIXES
-from kron.model.errors import Problem
+from kron.model.errors import Problem, shorten
 
 __all__ = ["SETTINGS_NAMES", "discover", "is_job_file", "job_id_for"]
 
@@ -51,6 +51,17 @@ def discover(jobs_dir: Path) -> tuple[list[Path], list[Problem]]:
                     Problem(
                         path=str(folder),
                         message=f"symlink loop: {target} holds the jobs directory; not read",
+                    )
+                )
+                return
+            if not target.startswith(top.rstrip(os.sep) + os.sep):
+                # Job files are read from inside the jobs directory only: a link to a folder
+                # elsewhere would make its files (and whoever can write them) a source of jobs.
+                problems.append(
+                    Problem(
+                        path=str(folder),
+                        message=f"refused: a symlink to {shorten(target, 200)}, outside the "
+                        "jobs directory; not read",
                     )
                 )
                 return

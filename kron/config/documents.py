@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +16,8 @@ try:  # the compiled parser of the same project as tomllib, same errors, ~3x fas
 except ImportError:  # pragma: no cover
     import tomllib  # type: ignore[no-redef]
 
-from kron.model.errors import Problem, Severity, SpecError
+from kron.config.positions import Places, TomlPlaces, YamlPlaces
+from kron.model.errors import EXCERPT_CHARS, Problem, Severity, SpecError, excerpt, shorten
 
 if TYPE_CHECKING:
     import yaml
@@ -25,6 +26,7 @@ JOB_SUFFIXES = (".toml", ".yaml", ".yml")
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_DEPTH = 32
 MAX_NODES = 10_000
+NUL_MESSAGE = "holds a NUL character (\\0), which no path, argument or name can hold"
 
 
 @functools.cache
@@ -51,21 +53,55 @@ def _yaml_loader() -> type[Any]:
         def construct_mapping(
             self, node: yaml.MappingNode, deep: bool = False
         ) -> dict[Hashable, Any]:
-            seen: set[Any] = set()
+            seen: set[str] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, Hashable) and key in seen:
+                if not isinstance(key, str):
+                    # TOML keys are strings, and so are the schema's: `1:` or `? [a, b]` is not
+                    # a field, and a number as an `env` name would only fail at fire time.
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                        None,
+                        None,
+                        f"a key must be a string, not {_yaml_kind(key)}; write it in quotes",
+                        key_node.start_mark,
+                    )
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
                     )
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+        def construct_refused(self, node: yaml.Node) -> Any:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the tag {tag} is not allowed in job files", node.start_mark
+            )
+
+    # Standard YAML types that JSON (and so the schema, TOML and the records) has no word for:
+    # bytes, sets, ordered pairs, dates. A job file writes strings, numbers, lists and tables.
+    for tag in ("binary", "set", "omap", "pairs", "timestamp"):
+        _YamlLoader.add_constructor(f"tag:yaml.org,2002:{tag}", _YamlLoader.construct_refused)
 
     for first in "tTfF":
         _YamlLoader.yaml_implicit_resolvers.setdefault(first, []).append(
             ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
         )
     return _YamlLoader
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return f"the number {excerpt(value)}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +112,9 @@ class Document:
     data: dict[str, Any]
     text: str
     identity: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the file read
+    # Where each field is written, read from the text once, on the first problem: a file with
+    # a thousand errors is parsed for positions once, not a thousand times.
+    _places: Places | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_yaml(self) -> bool:
@@ -83,9 +122,11 @@ class Document:
 
     def locate(self, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
         """Return (line, column), 1-based, of the deepest part of `pointer` the file shows."""
-        if self.is_yaml:
-            return _yaml_locate(self.text, pointer)
-        return _toml_locate(self.text, pointer)
+        places = self._places
+        if places is None:
+            places = YamlPlaces(self.text) if self.is_yaml else TomlPlaces(self.text)
+            object.__setattr__(self, "_places", places)
+        return places.locate(pointer)
 
     def problem(
         self, pointer: Sequence[str | int], message: str, severity: Severity = Severity.ERROR
@@ -94,12 +135,21 @@ class Document:
         line, column = self.locate(pointer)
         return Problem(
             path=str(self.path),
-            pointer="/" + "/".join(str(part) for part in pointer),
+            pointer="/" + "/".join(_shown_key(part) for part in pointer),
             message=message,
             line=line,
             column=column,
             severity=severity,
         )
+
+
+def _shown_key(part: str | int) -> str:
+    """A key as a message names it: control characters escaped (a key can hold an escape
+    sequence for the terminal that shows the log), and cut short."""
+    text = str(part)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shorten(text, EXCERPT_CHARS)
 
 
 def read_document(
@@ -207,6 +257,22 @@ def _parse_toml(path: str, text: str) -> Any:
         raise _fail(path, f"TOML: {msg}") from None
     except RecursionError:
         raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # a number of 5,000 digits is more than int() converts
+        raise _unreadable_value(path, "TOML", text, exc) from None
+
+
+_LONG_NUMBER = re.compile(r"\d{4000,}")
+
+
+def _unreadable_value(path: str, syntax: str, text: str, exc: Exception) -> SpecError:
+    """A value the parser raised on without a position: a number longer than Python's int()
+    reads (4,300 digits), in practice; its line is found in the text."""
+    long_number = _LONG_NUMBER.search(text)
+    if long_number is None:
+        return _fail(path, f"{syntax}: a value cannot be read: {shorten(str(exc), 100)}")
+    line = text.count("\n", 0, long_number.start()) + 1
+    column = long_number.start() - text.rfind("\n", 0, long_number.start())
+    return _fail(path, f"{syntax}: a number of over 4000 digits cannot be read", line, column)
 
 
 def _parse_yaml(path: str, text: str) -> Any:
@@ -216,19 +282,21 @@ def _parse_yaml(path: str, text: str) -> Any:
         documents = list(yaml.load_all(text, Loader=_yaml_loader()))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "syntax error"
+        problem = shorten(exc.problem or "syntax error", 200)  # it may quote an anchor's name
         if "exceeded maximum nesting depth" in problem:
             # PyYAML 6.0.3+ stops deep nesting itself; say what the TOML reader says.
             raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
-        if "could not determine a constructor" in problem or "!" in (exc.problem or ""):
+        if "could not determine a constructor" in problem:
             problem = f"{problem}; YAML tags are not allowed in job files"
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         raise _fail(path, f"YAML: {problem}", line, column) from None
     except yaml.YAMLError as exc:
-        raise _fail(path, f"YAML: {exc}") from None
+        raise _fail(path, f"YAML: {shorten(str(exc), 200)}") from None
     except RecursionError:
         raise _fail(path, f"nesting deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as exc:  # a number of 5,000 digits, say
+        raise _unreadable_value(path, "YAML", text, exc) from None
     if len(documents) != 1:
         raise _fail(path, f"{len(documents)} YAML documents; one job per file", line=1)
     return documents[0]
@@ -258,84 +326,23 @@ def _check_shape(path: str, data: Any) -> None:
     size(data, 0)
 
 
-def _yaml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
-    import yaml
+def nul_pointers(data: Any) -> list[list[str | int]]:
+    """Where `data` holds a string (or a key) with a NUL character, in document order."""
+    found: list[list[str | int]] = []
 
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None, None
-    if node is None:
-        return None, None
-    mark = node.start_mark
-    for part in pointer:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if str(key_node.value) == str(part):
-                    mark, node = key_node.start_mark, value_node
-                    break
-            else:
-                break
-        elif isinstance(node, yaml.SequenceNode) and str(part).isdigit():
-            index = int(part)
-            if index >= len(node.value):
-                break
-            node = node.value[index]
-            mark = node.start_mark
-        else:
-            break
-    return mark.line + 1, mark.column + 1
+    def walk(value: Any, at: list[str | int]) -> None:
+        if isinstance(value, str):
+            if "\0" in value:
+                found.append(at)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\0" in key:
+                    found.append([*at, key])
+                else:
+                    walk(item, [*at, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, [*at, index])
 
-
-_TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_TOML_KEY = re.compile(
-    r"""^(\s*)((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
-_TOML_INLINE_KEY = re.compile(r"""[{,]\s*([A-Za-z0-9_-]+|"[^"]*")\s*=""")
-
-
-def _split_key(dotted: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", dotted)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
-
-
-def _toml_locate(text: str, pointer: Sequence[str | int]) -> tuple[int | None, int | None]:
-    """Best-effort line of a key: tomllib keeps no positions, so read headers and keys by hand."""
-    found: dict[tuple[str, ...], tuple[int, int]] = {}
-    table: list[str] = []
-    array_counts: dict[tuple[str, ...], int] = {}
-    in_multiline: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if in_multiline:
-            if in_multiline in line:
-                in_multiline = None
-            continue
-        header = _TOML_HEADER.match(line)
-        if header:
-            names = _split_key(header.group(2))
-            if header.group(1) == "[[":
-                index = array_counts.get(tuple(names), 0)
-                array_counts[tuple(names)] = index + 1
-                table = [*names, str(index)]
-            else:
-                table = names
-            found.setdefault(tuple(table), (number, line.index("[") + 1))
-            continue
-        key = _TOML_KEY.match(line)
-        if not key:
-            continue
-        full = (*table, *_split_key(key.group(2)))
-        found.setdefault(full, (number, len(key.group(1)) + 1))
-        rest = line[key.end() :]
-        for inline in _TOML_INLINE_KEY.finditer(rest):
-            name = inline.group(1).strip('"')
-            found.setdefault((*full, name), (number, key.end() + inline.start(1) + 1))
-        for quote in ('"""', "'''"):
-            if rest.count(quote) == 1:
-                in_multiline = quote
-    parts = [str(p) for p in pointer]
-    for end in range(len(parts), 0, -1):
-        hit = found.get(tuple(parts[:end]))
-        if hit:
-            return hit
-    return None, None
+    walk(data, [])
+    return found

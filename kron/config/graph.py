@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from kron.model.errors import Problem, did_you_mean
+from kron.model.errors import Problem, did_you_mean, excerpt
 from kron.model.job import Job
 
 __all__ = ["check_graph", "render_tree", "roots"]
 
 _TEE, _ELBOW, _PIPE, _GAP = "├── ", "└── ", "│   ", "    "
 NEVER_RAN = "no runs yet"
+_HINTED = 20  # unknown trigger targets given a did-you-mean, per check
 
 
 def roots(jobs: Mapping[str, Job]) -> list[str]:
@@ -84,30 +85,37 @@ class _Linked(Protocol):
 
 def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path]) -> list[Problem]:
     """Triggers must name known jobs and form no cycle; an unscheduled job must be triggered."""
-    problems = []
+    problems: list[Problem] = []
     triggered: set[str] = set()
     for job in jobs.values():
         for index, target in enumerate(job.triggers):
             triggered.add(target)
             if target not in files_by_id:
-                extra = did_you_mean(target, files_by_id)
+                # difflib against every id: only for the first few, or 10,000 ids cost seconds.
+                extra = did_you_mean(target, files_by_id) if len(problems) < _HINTED else ""
                 problems.append(
                     Problem(
                         path=str(job.path),
                         pointer=f"/triggers/{index}",
-                        message=f"unknown job {target!r}{extra}",
+                        message=f"unknown job {excerpt(target)}{extra}",
                     )
                 )
-    # Depth-first search for cycles, reported once per cycle on its first member.
+    # Depth-first search for cycles, reported once per cycle on its first member. Iterative:
+    # a chain of a thousand jobs, each triggering the next, is deeper than Python's stack.
     state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in jobs[node].triggers if node in jobs else ():
-            if state.get(nxt) == 1:
-                cycle = [*stack[stack.index(nxt) :], nxt]
+    for start in sorted(k for k, job in jobs.items() if job.triggers):  # others end no cycle
+        if start in state:
+            continue
+        state[start] = 1
+        path = [start]
+        pending = [iter(jobs[start].triggers)]
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt) :], nxt]
                 problems.append(
                     Problem(
                         path=str(jobs[nxt].path),
@@ -116,11 +124,7 @@ def check_graph(jobs: Mapping[str, _Linked], *, files_by_id: Mapping[str, Path])
                     )
                 )
             elif nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(k for k, job in jobs.items() if job.triggers):  # others end no cycle
-        if node not in state:
-            visit(node)
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(jobs[nxt].triggers if nxt in jobs else ()))
     return problems

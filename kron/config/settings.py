@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
@@ -9,17 +10,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from kron.config.build import Builder, check_kubeconfig, zone_named
+from kron.config.builder import integer
 from kron.config.discovery import SETTINGS_NAMES
-from kron.config.documents import Document, read_document
+from kron.config.documents import NUL_MESSAGE, Document, nul_pointers, read_document
 from kron.config.schema import problems_from_schema
 from kron.config.tables import misplaced_keys
-from kron.model.errors import Problem, Severity, SpecError
+from kron.model.errors import Problem, Severity, SpecError, ValueProblem, excerpt, shorten
 from kron.model.job import ACTION_KEYS
 from kron.model.policy import Policy
 from kron.model.secrets import Secrets
 from kron.model.settings import DEFAULT_MAX_FILE_SIZE, AgentSettings, Settings, WebSettings
 from kron.model.trust import Trust, refusals, secret_refusals
-from kron.model.units import parse_size
+from kron.model.units import format_size, parse_size
 
 __all__ = ["load_settings"]
 
@@ -32,6 +34,10 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
             break
     else:
         return Settings(), []
+    real, root = os.path.realpath(path), os.path.realpath(jobs_dir)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):  # not read, not quoted: see loader
+        message = f"refused: a symlink to {shorten(real, 200)}, outside the jobs directory"
+        return Settings(path=path), [Problem(path=str(path), message=message)]
     refused = refusals(path, root=jobs_dir)
     if refused:
         return Settings(path=path), [Problem(path=str(path), message=m) for m in refused]
@@ -40,6 +46,8 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
     except SpecError as exc:
         return Settings(path=path), exc.problems
     problems = problems_from_schema(doc, "kron", doc.data)
+    # A NUL character cannot be in a path or a name: records_dir, [defaults] env, anything.
+    problems += [doc.problem(pointer, NUL_MESSAGE) for pointer in nul_pointers(doc.data)]
     data = doc.data
     if problems:
         return Settings(path=path), problems
@@ -69,16 +77,16 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         path=path,
         timezone=zone,
         timezone_explicit="timezone" in data,
-        max_concurrent=data.get("max_concurrent"),
+        max_concurrent=integer(data.get("max_concurrent")),
         records_dir=(jobs_dir / records_dir) if records_dir else None,
         control_socket=(jobs_dir / socket) if socket else None,
         metrics=data.get("metrics"),
         shutdown_grace=b.duration(data, "shutdown_grace", timedelta(seconds=30)),
         max_file_size=b.convert(
-            ["max_file_size"], parse_size, data.get("max_file_size", "1MiB"), DEFAULT_MAX_FILE_SIZE
+            ["max_file_size"], _file_size, data.get("max_file_size", "1MiB"), DEFAULT_MAX_FILE_SIZE
         ),
-        max_runs_per_day=data.get("max_runs_per_day"),
-        max_tokens_per_day=data.get("max_tokens_per_day"),
+        max_runs_per_day=integer(data.get("max_runs_per_day")),
+        max_tokens_per_day=integer(data.get("max_tokens_per_day")),
         defaults=defaults,
         defaults_origin={key: _where(doc, ["defaults", key]) for key in defaults},
         kubeconfig=kubeconfig,
@@ -91,6 +99,18 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         web=_web(b, jobs_dir, data),
     )
     return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)
+
+
+# A job file is read whole into memory, and parsed there, by every load: 64 MiB is far above
+# any hand-written job and below what a loader thread should ever hold.
+MAX_FILE_SIZE = 64 * 1024 * 1024
+
+
+def _file_size(value: str) -> int:
+    size = parse_size(value)
+    if size > MAX_FILE_SIZE:
+        raise ValueProblem(f"{excerpt(value)} is over {format_size(MAX_FILE_SIZE)}")
+    return size
 
 
 def _where(doc: Document, pointer: list[str | int]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from kron.model.errors import ValueProblem
+from kron.model.errors import ValueProblem, excerpt
 from kron.model.kinds import Kind, kind_named
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
 
 _FUNCTION = re.compile(r"(and|or|not)\s*\(")
 _STATUS = re.compile(r"[1-5](\d\d|xx)")
+_MAX_NESTING = 16  # and(...), or(...) and not(...) inside one another
 _KNOWN = "http://, https://, tcp://, file:, docker:, k8s:, cmd:, and(...), or(...), not(...)"
 # Kubernetes' own validation: a namespace is a DNS label, an object name a DNS subdomain, a
 # condition type a name with an optional DNS-subdomain prefix (`example.com/feature-1`).
@@ -187,19 +188,23 @@ def condition_warnings(text: str) -> list[str]:
 
 def check_http_url(url: str) -> str:
     """Return `url` if it is a usable http(s) URL; raise ValueProblem saying why not."""
+    shown = excerpt(url)
     if any(ch.isspace() for ch in url):
-        raise ValueProblem(f"bad URL {url!r}: it contains a space")
-    parts = urlsplit(url)
+        raise ValueProblem(f"bad URL {shown}: it contains a space")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # `http://[::1`: an unclosed IPv6 bracket
+        raise ValueProblem(f"bad URL {shown}: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueProblem(f"bad URL {url!r}: it must start with http:// or https://")
+        raise ValueProblem(f"bad URL {shown}: it must start with http:// or https://")
     if not parts.hostname:
-        raise ValueProblem(f"bad URL {url!r}: no host")
+        raise ValueProblem(f"bad URL {shown}: no host")
     try:
         port = parts.port
     except ValueError:
         port = 0
     if port == 0:
-        raise ValueProblem(f"bad URL {url!r}: the port must be a number from 1 to 65535")
+        raise ValueProblem(f"bad URL {shown}: the port must be a number from 1 to 65535")
     return url
 
 
@@ -209,6 +214,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def error(self, message: str, at: int | None = None) -> ValueProblem:
         column = (self.pos if at is None else at) + 1
@@ -241,8 +247,15 @@ class _Parser:
             start = self.pos
             return _probe(self.atom(), start + 1)
         name, opened = match.group(1), self.pos
+        if self.depth >= _MAX_NESTING:
+            # Recursive descent: a thousand `not(` would exhaust Python's stack.
+            raise self.error(
+                f"conditions nest deeper than {_MAX_NESTING} levels (column {{column}})"
+            )
         self.pos = match.end()
+        self.depth += 1
         items = self.arguments(name, opened)
+        self.depth -= 1
         if name == "not":
             if len(items) != 1:
                 raise self.error(
@@ -311,28 +324,34 @@ def _probe(atom: str, column: int) -> Probe:
         url, equals, status = atom.rpartition("==") if "==" in atom else (atom, "", "2xx")
         url, status = url.strip(), status.strip()
         if equals and not _STATUS.fullmatch(status):
-            raise ValueProblem(f"bad expected status {status!r} in {atom!r}; write ==200 or ==2xx")
+            raise ValueProblem(
+                f"bad expected status {excerpt(status)} in {excerpt(atom)}; write ==200 or ==2xx"
+            )
         return HttpProbe(text=atom, url=check_http_url(url), status=status)
     if atom.startswith("tcp://"):
-        parts = urlsplit(atom)
         try:
+            parts = urlsplit(atom)
             port = parts.port
-        except ValueError:
-            port = 0
+        except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+            parts, port = urlsplit("tcp://"), 0
         if not parts.hostname or not port or parts.path not in ("", "/") or parts.query:
             raise ValueProblem(
-                f"bad address {atom!r}; write tcp://host:port with a port from 1 to 65535"
+                f"bad address {excerpt(atom)}; write tcp://host:port with a port from 1 to 65535"
             )
+        try:
+            parts.hostname.encode("idna")  # as the resolver will: a label over 63 characters
+        except UnicodeError:
+            raise ValueProblem(f"bad host name in {excerpt(atom)}") from None
         return TcpProbe(text=atom, host=parts.hostname, port=port)
     if atom.startswith("file:"):
         if not atom[5:].strip():
-            raise ValueProblem(f"{atom!r} names no file; write file:/path")
+            raise ValueProblem(f"{excerpt(atom)} names no file; write file:/path")
         return FileProbe(text=atom, path=atom[5:].strip())
     if atom.startswith("docker:"):
         name, colon, state = atom[7:].rpartition(":")
         if not colon or not name or state not in ("healthy", "running"):
             raise ValueProblem(
-                f"bad container condition {atom!r}; "
+                f"bad container condition {excerpt(atom)}; "
                 "write docker:NAME:healthy or docker:NAME:running"
             )
         return DockerProbe(text=atom, container=name, state=state)
@@ -340,15 +359,15 @@ def _probe(atom: str, column: int) -> Probe:
         return _kube_probe(atom)
     if atom.startswith("cmd:"):
         if not atom[4:].strip():
-            raise ValueProblem(f"{atom!r} has no command; write cmd:<shell command>")
+            raise ValueProblem(f"{excerpt(atom)} has no command; write cmd:<shell command>")
         return CmdProbe(text=atom, script=atom[4:].strip())
     if not atom:
         raise ValueProblem(f"empty condition at column {column}")
     scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", atom)
     what = (
-        f"unknown scheme {scheme.group(0)[:-1]!r} in {atom!r}"
+        f"unknown scheme {excerpt(scheme.group(0)[:-1])} in {excerpt(atom)}"
         if scheme
-        else f"unknown condition {atom!r}"
+        else f"unknown condition {excerpt(atom)}"
     )
     raise ValueProblem(f"{what}; use {_KNOWN}")
 

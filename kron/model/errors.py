@@ -7,10 +7,30 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+EXCERPT_CHARS = 60  # of a value or key quoted in a message
+MAX_MESSAGE_CHARS = 600  # of a whole message (a list of known fields takes about 400)
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` quoted as a message shows it (`'...'`), cut to `limit` characters.
+
+    Messages quote what a file says; a file that is not a job at all (a link to a secret, a
+    binary) must not have its content copied whole into logs, records and pages.
+    """
+    text = repr(value) if isinstance(value, str) else repr(str(value))
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + "...'"
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with `...` when longer (a parser's message, say)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def did_you_mean(word: object, options: Iterable[str], *, cutoff: float = 0.6) -> str:
     """`; did you mean 'forbid'?` for a near miss among `options`, else ""."""
-    if not isinstance(word, str):
+    if not isinstance(word, str) or len(word) > 200:  # no near miss is that long: spare difflib
         return ""
     hint = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
     return f"; did you mean {hint[0]!r}?" if hint else ""
@@ -37,6 +57,13 @@ class Problem:
     line: int | None = None
     column: int | None = None
     severity: Severity = Severity.ERROR
+
+    def __post_init__(self) -> None:
+        # The last guard: whatever a message quotes, it never carries a whole file along.
+        if len(self.message) > MAX_MESSAGE_CHARS:
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 3] + "...")
+        if len(self.pointer) > MAX_MESSAGE_CHARS:
+            object.__setattr__(self, "pointer", self.pointer[: MAX_MESSAGE_CHARS - 3] + "...")
 
     @property
     def field(self) -> str:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from kron.model.errors import ValueProblem
+from kron.model.errors import ValueProblem, excerpt
 from kron.model.units import parse_duration
 
 __all__ = [
@@ -42,6 +42,11 @@ _REFERENCE_WALL = datetime(2000, 1, 1)  # noqa: DTZ001 - a wall time, not an ins
 _MAX_SHIFT = timedelta(hours=3)
 _ONE_SECOND = timedelta(seconds=1)
 _MAX_STEPS = 16  # candidates tried per search: at most one gap and one repeated hour are skipped
+# An @at time lies in these years: nothing fires before the epoch, and a slot must leave room
+# to add the longest duration (units.MAX_DURATION, ten years) before datetime's year 9999.
+_AT_FIRST_YEAR = 1970
+_LONGEST_EXPR = 1000  # characters: every minute listed, `0,1,...,59`, takes 170
+_AT_LAST_YEAR = 9000
 
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -215,18 +220,21 @@ def _parse_cached(expr: str, zone: ZoneInfo) -> Schedule:
     text = expr.strip()
     if not text:
         raise ValueProblem("schedule is empty")
+    if len(text) > _LONGEST_EXPR:
+        # croniter expands a list of 150,000 minutes for seconds; no real schedule is that long.
+        raise ValueProblem(f"schedule is longer than {_LONGEST_EXPR} characters")
     if not text.startswith("@"):
         return _parse_cron(expr, text, zone)
     head, *tail = text.split(maxsplit=1)
     name, arg = head.lower(), "".join(tail)
     if name not in _KNOWN_MACROS:
-        raise ValueProblem(f"unknown macro {name!r}; known: {', '.join(_KNOWN_MACROS)}")
+        raise ValueProblem(f"unknown macro {excerpt(name)}; known: {', '.join(_KNOWN_MACROS)}")
     if name == "@every":
         return _parse_every(expr, arg, zone)
     if name == "@at":
         return _parse_at(expr, arg, zone)
     if arg:
-        raise ValueProblem(f"{name} takes no argument; got {arg!r}")
+        raise ValueProblem(f"{name} takes no argument; got {excerpt(arg)}")
     if name in _MACROS:
         return _parse_cron(expr, _MACROS[name], zone)
     return Schedule(expr=expr, zone=zone, kind=ScheduleKind(name.removeprefix("@")))
@@ -247,10 +255,10 @@ def _parse_cron(expr: str, text: str, zone: ZoneInfo) -> CronSchedule:
     normalized = " ".join(lowered)
     try:
         _prototype(normalized, day_or, with_seconds)
-    except (CroniterError, ValueError, TypeError):
+    except (CroniterError, ValueError, TypeError, OverflowError):
         raise _field_problem(names, fields, lowered, with_seconds) from None
     if _never_fires(normalized, day_or, with_seconds):
-        raise ValueProblem(f"never fires: no date matches {text!r}")
+        raise ValueProblem(f"never fires: no date matches {excerpt(text)}")
     return CronSchedule(
         expr=expr,
         zone=zone,
@@ -271,7 +279,9 @@ def _to_croniter(name: str, field: str) -> str:
     words = _MONTHS if name == "month" else _WEEKDAYS if name == "day-of-week" else ()
     bare = _WORD.sub(lambda m: "" if m.group() in words else m.group(), low)
     if not set(bare) <= set(_FIELD_CHARS[name]):
-        raise ValueProblem(f"{name} field {field!r} is not valid; expected {_FIELD_HINTS[name]}")
+        raise ValueProblem(
+            f"{name} field {excerpt(field)} is not valid; expected {_FIELD_HINTS[name]}"
+        )
     if name != "day-of-week":
         return low
     return ",".join(_last_weekday(part) for part in low.split(","))
@@ -295,11 +305,11 @@ def _field_problem(
         probe[index] = lowered[index]
         try:
             croniter.expand(" ".join(probe), second_at_beginning=with_seconds)
-        except (CroniterError, ValueError, TypeError):
+        except (CroniterError, ValueError, TypeError, OverflowError):
             return ValueProblem(
-                f"{name} field {fields[index]!r} is not valid; expected {_FIELD_HINTS[name]}"
+                f"{name} field {excerpt(fields[index])} is not valid; expected {_FIELD_HINTS[name]}"
             )
-    return ValueProblem(f"not a valid cron expression: {' '.join(fields)!r}")
+    return ValueProblem(f"not a valid cron expression: {excerpt(' '.join(fields))}")
 
 
 def _parse_every(expr: str, arg: str, zone: ZoneInfo) -> EverySchedule:
@@ -310,7 +320,9 @@ def _parse_every(expr: str, arg: str, zone: ZoneInfo) -> EverySchedule:
     except ValueProblem as exc:
         raise ValueProblem(f"@every: {exc}") from None
     if interval < _ONE_SECOND or interval % _ONE_SECOND:
-        raise ValueProblem(f"@every {arg!r}: the interval must be whole seconds, at least 1s")
+        raise ValueProblem(
+            f"@every {excerpt(arg)}: the interval must be whole seconds, at least 1s"
+        )
     return EverySchedule(expr=expr, zone=zone, kind=ScheduleKind.EVERY, interval=interval)
 
 
@@ -327,9 +339,13 @@ def _parse_at(expr: str, arg: str, zone: ZoneInfo) -> AtSchedule:
     try:
         when = datetime.fromisoformat(arg)
     except ValueError:
-        raise ValueProblem(f"@at {arg!r} is not an ISO date-time; {example}") from None
+        raise ValueProblem(f"@at {excerpt(arg)} is not an ISO date-time; {example}") from None
     if when.microsecond:
-        raise ValueProblem(f"@at {arg!r}: give whole seconds")
+        raise ValueProblem(f"@at {excerpt(arg)}: give whole seconds")
+    if not _AT_FIRST_YEAR <= when.year <= _AT_LAST_YEAR:
+        raise ValueProblem(
+            f"@at {excerpt(arg)}: the year must be from {_AT_FIRST_YEAR} to {_AT_LAST_YEAR}"
+        )
     # A naive @at is a fixed-time slot in the job's zone, with the same DST handling.
     instant = _resolve(when, zone)[0] if when.tzinfo is None else when.astimezone(UTC)
     return AtSchedule(expr=expr, zone=zone, kind=ScheduleKind.AT, at=instant)

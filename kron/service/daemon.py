@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kron.config.catalog import Catalog, Changes, JobsDirGone
 from kron.engine.coordinator import JobsDirLock
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Daemon", "use_pidfd_child_watcher"]
 
 log = logging.getLogger("kron.daemon")
+
+_READ_ATTEMPTS = 3  # a reading made stale by a concurrent `reload()` is read again this often
 
 
 def use_pidfd_child_watcher() -> None:
@@ -82,6 +85,8 @@ class Daemon:
         self._web_actions = False  # `[web] actions` as last applied
         self._control_socket: Path | None = None
         self._stop = asyncio.Event()
+        self._reloading = asyncio.Lock()  # one reload at a time: each reads what the last left
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def runtime(self) -> Runtime:
@@ -234,7 +239,8 @@ class Daemon:
         self._stop.set()
 
     def reload(self, paths: set[Path] | None = None) -> Changes:
-        """Apply changed files (or, with None, re-read everything, as on SIGHUP)."""
+        """Apply changed files (or, with None, re-read everything, as on SIGHUP), reading them
+        here and now; the serving daemon reads in a worker thread instead (`reload_async`)."""
         started = time.perf_counter()
         self.notifier.reloading()
         try:
@@ -246,6 +252,53 @@ class Daemon:
             self.notifier.ready(self.status_line())
         return changes
 
+    async def reload_async(self, paths: set[Path] | None = None) -> Changes:
+        """`reload`, with the files read and parsed in a worker thread.
+
+        Only the result is applied on the event loop (a few assignments, then the scheduler's
+        changes), so a reload of 500 files, or of one file with 1,000 errors, never holds up
+        the slots of other jobs. Reloads run one at a time.
+        """
+        async with self._reloading:
+            started = time.perf_counter()
+            self.notifier.reloading()
+            status = None
+            try:
+                changes = await self._read_and_adopt(paths, refresh=False)
+                self.stats.reloads += 1
+                self.stats.last_reload = paths
+                self._put_in_force(changes)
+                status = await asyncio.to_thread(self._report_status, changes, started)
+            finally:
+                self.notifier.ready(status or self.status_line())
+            return changes
+
+    async def _refresh_async(self) -> None:
+        """Re-read what changed since the first load (the watcher was not there yet)."""
+        async with self._reloading:
+            changes = await self._read_and_adopt(None, refresh=True)
+            self._put_in_force(changes)
+            await asyncio.to_thread(self._report, changes)
+
+    def _report_status(self, changes: Changes, started: float) -> str:
+        """`_report`, then the status line: both read every problem, off the event loop."""
+        self._report(changes, started)
+        return self.status_line()
+
+    async def _read_and_adopt(self, paths: set[Path] | None, *, refresh: bool) -> Changes:
+        def how(catalog: Catalog) -> Changes:
+            if refresh:
+                return catalog.refresh()
+            return catalog.scan() if paths is None else catalog.apply(paths)
+
+        for _ in range(_READ_ATTEMPTS):
+            reading = await asyncio.to_thread(self.catalog.read, how)
+            changes = self.catalog.adopt(reading)
+            if changes is not None:
+                return changes
+            # The catalog changed meanwhile (a `reload()` called on the loop): read again.
+        return how(self.catalog)
+
     def status_line(self) -> str:
         """The daemon in one line, for `systemctl status`."""
         running = len(self._runtime.scheduler.running()) if self._runtime else 0
@@ -256,36 +309,51 @@ class Daemon:
 
     def _apply(self, changes: Changes, started: float | None = None) -> None:
         """Bring the runtime and the audit log in line with a catalog change."""
-        started = started or time.perf_counter()
+        self._put_in_force(changes)
         audit = self.runtime.audit
         assert audit is not None
         with audit.batch():  # a `git checkout` of 10,000 files: one write
-            self.runtime.apply(changes, self.settings)
-            if changes.settings_changed:
-                audit.write("settings", path=self.settings.path)
-                self._web_changed()
-            for problem in changes.settings_problems:
-                (log.error if problem.is_error else log.warning)(
-                    "%s (kept the last good settings)", problem
-                )
-            for entry in changes.invalid:
-                _log_problems(entry.problems)
-                kept = " (its last good version stays scheduled)" if entry.job is not None else ""
-                log.error("%s: invalid%s", entry.path, kept)
-                audit.write(
-                    "invalid",
-                    job=entry.job_id,
-                    path=entry.path,
-                    error="; ".join(p.message for p in entry.errors),
-                )
-            for entry in changes.fixed:
-                log.info("%s: valid again", entry.path)
-            for job in changes.added:
-                audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
-            for job in changes.updated:
-                audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
-            for job_id in changes.removed:
-                audit.write("remove", job=job_id)
+            self._report(changes, started)
+
+    def _put_in_force(self, changes: Changes) -> None:
+        """Bring the runtime, and the status page's actions, in line with a catalog change."""
+        self.runtime.apply(changes, self.settings)
+        if changes.settings_changed:
+            self._web_changed()
+
+    def _report(self, changes: Changes, started: float | None = None) -> None:
+        """Log a catalog change and write it to the audit log.
+
+        Safe in a worker thread once the change is in force: it reads only `changes` and the
+        catalog, which changes only under the reload lock that its caller holds.
+        """
+        started = started or time.perf_counter()
+        audit = self.runtime.audit
+        assert audit is not None
+        if changes.settings_changed:
+            audit.write("settings", path=self.settings.path)
+        for problem in changes.settings_problems:
+            (log.error if problem.is_error else log.warning)(
+                "%s (kept the last good settings)", problem
+            )
+        for entry in changes.invalid:
+            _log_problems(entry.problems)
+            kept = " (its last good version stays scheduled)" if entry.job is not None else ""
+            log.error("%s: invalid%s", entry.path, kept)
+            audit.write(
+                "invalid",
+                job=entry.job_id,
+                path=entry.path,
+                error="; ".join(p.message for p in entry.errors),
+            )
+        for entry in changes.fixed:
+            log.info("%s: valid again", entry.path)
+        for job in changes.added:
+            audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job in changes.updated:
+            audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
+        for job_id in changes.removed:
+            audit.write("remove", job=job_id)
         if changes:
             log.info(
                 "reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
@@ -322,17 +390,12 @@ class Daemon:
             nonlocal failing
             failing = False
             # Files changed between the first load and now were not seen by the watcher.
-            try:
-                self._apply(self.catalog.refresh())
-            except JobsDirGone as exc:
-                log.error("%s", exc)
-            except Exception:
-                log.exception("re-checking %s failed", self.jobs_dir)
+            self._in_background(self._refresh_async(), f"re-checking {self.jobs_dir}")
 
         while not self._stop.is_set():
             try:
                 async for paths in watch(self.jobs_dir, self._stop, on_ready=ready):
-                    self._reload_logged(paths)
+                    await self._reload_logged(paths)
             except OSError as exc:
                 if not failing:
                     log.error("cannot watch %s: %s; retrying every 5 s", self.jobs_dir, exc)
@@ -345,18 +408,33 @@ class Daemon:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 5)
 
-    def _reload_logged(self, paths: set[Path] | None) -> None:
-        """reload(), with a failure logged: the jobs stay as they were."""
+    async def _reload_logged(self, paths: set[Path] | None) -> None:
+        """reload_async(), with a failure logged: the jobs stay as they were."""
         try:
-            self.reload(paths)
+            await self.reload_async(paths)
         except JobsDirGone as exc:
             log.error("%s", exc)
         except Exception:
             log.exception("reload failed; the jobs stay as they were")
 
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work` as a task kept until it ends; its failure is logged, never lost."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except JobsDirGone as exc:
+                log.error("%s", exc)
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.ensure_future(logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_sighup(self) -> None:
         log.info("SIGHUP: re-reading %s", self.jobs_dir)
-        self._reload_logged(None)
+        self._in_background(self._reload_logged(None), "SIGHUP reload")
 
     # -- serving and stopping ---------------------------------------------------------------
 
@@ -381,7 +459,7 @@ class Daemon:
         await scheduler.shutdown(self.settings.shutdown_grace)
         await self.runtime.drain()
         self.runtime.remember_cursors()
-        for task in (runner, stuck, follower, watchdog):
+        for task in (runner, stuck, follower, watchdog, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
