@@ -42,6 +42,8 @@ def validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         v.print_json(report, out, now=now)
     elif args.format == "github":
         v.print_github(report, out)
+    elif args.format == "gitlab":
+        v.print_gitlab(report, out)
     else:
         v.print_text(report, out, verbose=not args.quiet, now=now)
     failed = report.errors or (args.strict and report.warnings)

@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="files or folders (default: the jobs directory)",
     )
-    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github", "gitlab"],
+        default="text",
+        help="github: workflow annotations; gitlab: a code quality report (JSON)",
+    )
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems and the summary")
 

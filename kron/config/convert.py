@@ -29,13 +29,29 @@ LINE_WIDTH = 100  # an array that was not written on one line is kept on one if 
 
 @dataclass(slots=True)
 class _Notes:
-    """What a file says besides its data: comments by key, and arrays written on one line."""
+    """What a file says besides its data: comments by key, and arrays written on one line.
+
+    The writers take the comments they place out of `above` and `end_of_line`; what is left
+    was not carried, and is named by its line.
+    """
 
     header: list[str] = field(default_factory=list)
-    above: dict[Pointer, list[str]] = field(default_factory=dict)
-    end_of_line: dict[Pointer, str] = field(default_factory=dict)
+    above: dict[Pointer, list[tuple[int, str]]] = field(default_factory=dict)
+    end_of_line: dict[Pointer, tuple[int, str]] = field(default_factory=dict)
     inline: dict[Pointer, bool] = field(default_factory=dict)
-    lost: list[int] = field(default_factory=list)  # line numbers of comments not carried
+    lost: list[int] = field(default_factory=list)
+
+    def take_above(self, pointer: Pointer) -> list[str]:
+        return [text for _, text in self.above.pop(pointer, [])]
+
+    def take_end_of_line(self, pointer: Pointer) -> str | None:
+        found = self.end_of_line.pop(pointer, None)
+        return found[1] if found else None
+
+    def not_carried(self) -> list[int]:
+        left = [n for lines in self.above.values() for n, _ in lines]
+        left += [n for n, _ in self.end_of_line.values()]
+        return sorted({*self.lost, *left})
 
 
 def convert_file(path: Path, *, to: str, stdout: bool, out: TextIO, err: TextIO) -> int:
@@ -85,7 +101,7 @@ def converted(path: Path, *, to: str) -> tuple[str, list[int]]:
     if again is None or not same_data(again.data, doc.data):
         message = f"cannot be written as {to} with the same values; nothing written"
         raise SpecError([Problem(path=str(path), message=message)])
-    return text, notes.lost
+    return text, notes.not_carried()
 
 
 # Reading what the source says -------------------------------------------------------------
@@ -105,16 +121,18 @@ def _pointers(value: Any, prefix: Pointer = ()) -> Iterator[Pointer]:
 
 def _notes(doc: Document) -> _Notes:
     notes = _Notes()
-    at_line: dict[int, Pointer] = {}
-    for each in _pointers(doc.data):  # parents first: a line goes to its outermost key
+    lines = doc.text.splitlines()
+    at_line: dict[int, list[Pointer]] = {}
+    for each in _pointers(doc.data):  # parents first
         where, _ = doc.locate(each)
-        if where is not None:
-            at_line.setdefault(where, each)
+        # A key the locator cannot place falls back to its parent's line: not its own.
+        if where is not None and (isinstance(each[-1], int) or str(each[-1]) in lines[where - 1]):
+            at_line.setdefault(where, []).append(each)
     found = dict(comment_lines(doc.text, yaml_syntax=doc.is_yaml))
     inside = _block_scalar_lines(doc.text) if doc.is_yaml else set()
     pending: list[tuple[int, str]] = []
     in_header = True
-    for number, line in enumerate(doc.text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if number in inside:
             continue
@@ -131,19 +149,19 @@ def _notes(doc: Document) -> _Notes:
             pending = []
             continue
         in_header = False
-        pointer: Pointer | None = at_line.get(number)
-        if pointer is not None and isinstance(pointer[-1], int):
-            # A comment above the first `[[x]]` or `- ` of an array is about the array.
-            pointer = pointer[:-1] if pointer[-1] == 0 else None
-        if pointer is None:
-            notes.lost.extend(n for n, _ in pending)
-            if number in found:
+        here = at_line.get(number, [])
+        if pending:
+            if here:
+                notes.above[here[0]] = pending
+            else:
+                notes.lost.extend(n for n, _ in pending)
+        if number in found:
+            # The comment ending a line is about the innermost key that line holds.
+            keys = [p for p in here if isinstance(p[-1], str)]
+            if keys:
+                notes.end_of_line[keys[-1]] = (number, found[number])
+            else:
                 notes.lost.append(number)
-        else:
-            if pending:
-                notes.above[pointer] = [text for _, text in pending]
-            if number in found:
-                notes.end_of_line[pointer] = found[number]
         pending = []
     if in_header:
         notes.header.extend(text for _, text in pending)
@@ -257,25 +275,44 @@ def _fill_toml(container: Any, data: Mapping[str, Any], pointer: Pointer, notes:
             isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
         )
 
-    # TOML: plain keys first, then [tables] and [[arrays of tables]].
+    # TOML: plain keys first, then [tables] and [[arrays of tables]], each after a blank line
+    # and right below the comment lines about it (as `kron fmt` writes them).
     for key in sorted(data, key=lambda k: is_section(data[k])):
         value, here = data[key], (*pointer, key)
-        for line in notes.above.get(here, []):
+        above = notes.take_above(here)
+        if is_section(value):
+            if len(container):
+                container.add(tomlkit.nl())
+            if isinstance(value, list):
+                above += notes.take_above((*here, 0))  # above the first [[...]]
+        for line in above:
             container.add(_toml_comment(line))
         if isinstance(value, dict):
             item: Any = tomlkit.table()
             _fill_toml(item, value, here, notes)
         elif is_section(value):
             item = tomlkit.aot()
+            tables: list[Any] = []
             for index, element in enumerate(value):
                 table = tomlkit.table()
+                if index:  # what stood above this [[...]] ends the table before it
+                    tables[-1].add(tomlkit.nl())
+                    for line in notes.take_above((*here, index)):
+                        tables[-1].add(_toml_comment(line))
                 _fill_toml(table, element, (*here, index), notes)
+                tables.append(table)
+            for table in tables:
                 item.append(table)
         else:
             item = _toml_value(key, value, here, notes)
-        if here in notes.end_of_line and not isinstance(item, tomlkit.items.AoT):
-            item.comment(notes.end_of_line[here])
+        comment = notes.take_end_of_line(here)
+        if comment is not None:
+            item.comment(comment)
         container.add(key, item)
+        # tomlkit puts a blank line of its own before a new header: ours is already there.
+        for table in item.body if isinstance(item, tomlkit.items.AoT) else [item]:
+            if isinstance(table, tomlkit.items.Table):
+                table.trivia.indent = ""
 
 
 def _toml_value(key: str, value: Any, pointer: Pointer, notes: _Notes) -> Any:
@@ -334,22 +371,26 @@ def _to_yaml(data: Mapping[str, Any], notes: _Notes) -> str:
 
 
 def _yaml_value(key: str, value: Any, pointer: Pointer, notes: _Notes, *, indent: int) -> Any:
+    """A value for ruamel.yaml; `indent` is the column its keys (or dashes) start at."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.error import CommentMark
     from ruamel.yaml.scalarstring import LiteralScalarString
     from ruamel.yaml.tokens import CommentToken
+
+    def tokens(lines: list[str]) -> list[CommentToken]:
+        return [CommentToken(line + "\n", CommentMark(indent)) for line in lines]
 
     if isinstance(value, dict):
         mapping = CommentedMap()
         for name, child in value.items():
             here = (*pointer, name)
             mapping[name] = _yaml_value(name, child, here, notes, indent=indent + 2)
-            above = notes.above.get(here)
+            above = notes.take_above(here)
             if above:
-                tokens = [CommentToken(line + "\n", CommentMark(indent)) for line in above]
-                mapping.ca.items.setdefault(name, [None, None, None, None])[1] = tokens
-            if here in notes.end_of_line and not isinstance(child, dict | list):
-                mapping.yaml_add_eol_comment(notes.end_of_line[here], name)
+                mapping.ca.items.setdefault(name, [None, None, None, None])[1] = tokens(above)
+            comment = notes.take_end_of_line(here)
+            if comment is not None:
+                mapping.yaml_add_eol_comment(comment, name)
         return mapping
     if isinstance(value, list):
         sequence = CommentedSeq(
@@ -358,6 +399,11 @@ def _yaml_value(key: str, value: Any, pointer: Pointer, notes: _Notes, *, indent
         )
         if _fits_one_line(key, value, notes, pointer):
             sequence.fa.set_flow_style()
+        else:
+            for index in range(len(value)):
+                above = notes.take_above((*pointer, index))
+                if above:
+                    sequence.ca.items.setdefault(index, [None, None, None, None])[1] = tokens(above)
         return sequence
     if isinstance(value, str) and "\n" in value and value == value.rstrip(" \t"):
         return LiteralScalarString(value)
