@@ -40,7 +40,9 @@ on = ["failed", "timeout"]
     target = jobs_dir / "weekly.yaml"
     assert (result.code, result.out, result.err) == (0, f"{source} -> {target}\n", "")
     assert not source.exists()
-    assert target.read_text() == f"""\
+    assert (
+        target.read_text()
+        == f"""\
 # yaml-language-server: $schema=../schemas/job.schema.json
 # Every Monday, a tarball.
 
@@ -57,6 +59,7 @@ success_codes:
   - 0
   - 3
 """
+    )
     assert read_document(target, max_size=1 << 20).data == before
     assert run_cli("validate", "-q", "--jobs-dir", jobs_dir).code == 0
 
@@ -83,7 +86,9 @@ notify:
     result = run_cli("convert", source, "--to", "toml")
     target = jobs_dir / "check.toml"
     assert (result.code, result.err) == (0, "")
-    assert target.read_text() == f"""\
+    assert (
+        target.read_text()
+        == f"""\
 # A one-shot check.
 
 schedule = "@at 2027-06-07T09:00"
@@ -99,6 +104,7 @@ LINE = '{LONG}'
 on = ["failure", "recovery"] # both
 webhook = "https://hooks.example.org/kron"
 """
+    )
     assert read_document(target, max_size=1 << 20).data == before
 
 
@@ -108,7 +114,10 @@ def test_a_comment_that_belongs_to_no_key_is_named_as_not_carried(jobs_dir: Path
         'schedule = "@daily"\ncommand = [\n    "backup",\n    # "--dry-run",\n    "--full",\n]\n'
     )
     result = run_cli("convert", source, "--to", "yaml", "--stdout")
-    assert (result.code, result.out) == (0, "schedule: '@daily'\ncommand:\n  - backup\n  - --full\n")
+    assert (result.code, result.out) == (
+        0,
+        "schedule: '@daily'\ncommand:\n  - backup\n  - --full\n",
+    )
     assert result.err == "note: comments on lines 4 were not carried over\n"
     assert source.exists()
 
@@ -118,7 +127,10 @@ def test_a_value_toml_cannot_hold_is_an_error_and_nothing_is_written(jobs_dir: P
     source.write_text("schedule: '@daily'\nshell: 'true'\ndescription: ~\n")
     result = run_cli("convert", source, "--to", "toml")
     assert (result.code, result.out) == (1, "")
-    assert result.err == f"{source}: cannot be written as toml: description is null, which TOML cannot hold\n"
+    assert (
+        result.err
+        == f"{source}: cannot be written as toml: description is null, which TOML cannot hold\n"
+    )
     assert sorted(p.name for p in jobs_dir.iterdir()) == ["a.yaml"]
 
 
@@ -150,7 +162,9 @@ slack = "https://hooks.slack.com/services/x"
     source = jobs_dir / "probe.toml"
     source.write_text(toml)
     assert run_cli("convert", source, "--to", "yaml").code == 0
-    assert (jobs_dir / "probe.yaml").read_text() == """\
+    assert (
+        (jobs_dir / "probe.yaml").read_text()
+        == """\
 schedule: '@hourly'
 shell: 'true'
 notify:
@@ -161,6 +175,7 @@ notify:
   - on: always
     slack: https://hooks.slack.com/services/x
 """
+    )
     assert run_cli("fmt", "--check", jobs_dir).out == ""
     back = run_cli("convert", jobs_dir / "probe.yaml", "--to", "toml")
     assert (back.code, back.err) == (0, "")

@@ -43,7 +43,9 @@ schedule = "0 3 * * *"
 tags = { team = "ops" }
 description = "Nightly dump"
 """
-    assert _fmt(jobs_dir, "a.toml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.toml", text)
+        == """\
 # Header: what this job is for.
 # It stays on top.
 
@@ -55,6 +57,7 @@ shell = 'pg_dump "$DB" | gzip > /var/backups/db.gz'  # single quotes kept
 timeout = "1h"
 tags = { team = "ops" }
 """
+    )
 
 
 def test_toml_tables_move_with_the_comment_right_above_their_header(jobs_dir: Path) -> None:
@@ -74,7 +77,9 @@ delay = "5m"
 attempts = 3
 # end of the file
 """
-    assert _fmt(jobs_dir, "a.toml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.toml", text)
+        == """\
 schedule = "@daily"
 command = ["backup",
   "--full"]  # one line or several: as written
@@ -90,6 +95,7 @@ kind = "backup"
 # attempts = 5 would be too many
 # end of the file
 """
+    )
 
 
 def test_toml_arrays_of_tables_keep_their_order_and_the_comments_between_them(
@@ -106,7 +112,9 @@ on = ["failure", "recovery"]
 telegram = { chat_id = 1, bot_token_env = "T" }
 on = "always"
 """
-    assert _fmt(jobs_dir, "a.toml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.toml", text)
+        == """\
 schedule = "@hourly"
 shell = "true"
 
@@ -119,6 +127,7 @@ webhook = "https://hooks.example.org/a"
 on = "always"
 telegram = { chat_id = 1, bot_token_env = "T" }
 """
+    )
 
 
 def test_toml_multiline_strings_and_x_keys_stay_as_written(jobs_dir: Path) -> None:
@@ -131,7 +140,9 @@ command = ["llm", "{prompt}"]
 prompt = """Summarise last week's changes,
 in ten bullet points."""
 '''
-    assert _fmt(jobs_dir, "a.toml", text) == '''\
+    assert (
+        _fmt(jobs_dir, "a.toml", text)
+        == '''\
 schedule = "@weekly"
 x-owner = "ops"
 
@@ -140,6 +151,7 @@ prompt = """Summarise last week's changes,
 in ten bullet points."""
 command = ["llm", "{prompt}"]
 '''
+    )
 
 
 def test_a_last_line_without_a_newline_can_move(jobs_dir: Path) -> None:
@@ -195,7 +207,9 @@ tags:
   team: ops
   kind: follow-up
 """
-    assert _fmt(jobs_dir, "a.yaml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.yaml", text)
+        == """\
 # yaml-language-server: $schema=../schemas/job.schema.json
 # A one-shot check.
 
@@ -211,6 +225,7 @@ tags:
   team: ops
   kind: follow-up
 """
+    )
 
 
 def test_yaml_sequences_keep_their_indentation_and_the_comments_between_items(
@@ -230,7 +245,9 @@ notify:
       on: [failure, recovery]
 timeout: 30s
 """
-    assert _fmt(jobs_dir, "a.yaml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.yaml", text)
+        == """\
 schedule: "@hourly"
 command:
     - /usr/local/bin/probe
@@ -244,6 +261,7 @@ notify:
     - on: [failure, recovery]
       slack: https://hooks.slack.com/services/x
 """
+    )
 
 
 def test_a_yaml_file_in_order_is_left_byte_for_byte(jobs_dir: Path) -> None:
