@@ -431,3 +431,28 @@ def test_new_writes_the_schema_directive_first_when_asked(
         '#:schema https://schemas.example.org/kron/job.schema.json\nschedule = "@daily"\n'
         'shell = "true"\n'
     )
+
+
+def test_the_style_keeping_libraries_are_loaded_by_fmt_alone(jobs_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    (jobs_dir / "a.toml").write_text('schedule = "@daily"\nshell = "true"\n')
+    (jobs_dir / "b.yaml").write_text("schedule: '@daily'\nshell: 'true'\n")
+    probe = (
+        "import io, sys\n"
+        "import kron.service.daemon\n"
+        "from kron.cli.main import main\n"
+        f"jobs = {str(jobs_dir)!r}\n"
+        "for argv in (['validate'], ['history'], ['new', 'c', '--schedule', '@daily', '--shell', 'true']):\n"
+        "    main([*argv, '--jobs-dir', jobs], out=io.StringIO(), err=io.StringIO())\n"
+        "libraries = ('tomlkit', 'ruamel.yaml', 'shtab')\n"
+        "print(*[name for name in libraries if name in sys.modules])\n"
+        "main(['fmt', '--jobs-dir', jobs])\n"
+        "print(*[name for name in libraries if name in sys.modules])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    # b.yaml is in order: it is not even parsed for its style.
+    assert ran.stdout.splitlines() == ["", "tomlkit"]

@@ -44,8 +44,11 @@ _JOB_IDS: dict[str, Any] = {
 EPILOG = """\
 install (each shell reads it from where it looks for completions):
   bash: kron completion bash > ~/.local/share/bash-completion/completions/kron
-  zsh:  kron completion zsh > "${fpath[1]}/_kron"   (then: autoload -U compinit && compinit)
+  zsh:  kron completion zsh > "${fpath[1]}/_kron"     (a folder of $fpath, before compinit)
+        or, in ~/.zshrc after compinit: eval "$(kron completion zsh)"
   fish: kron completion fish > ~/.config/fish/completions/kron.fish
+job ids complete from the jobs directory the line names (--jobs-dir), else $KRON_JOBS_DIR,
+else ./jobs.d.
 """
 
 
