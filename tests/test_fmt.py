@@ -188,6 +188,32 @@ shutdown_grace = "30s"
     )
 
 
+def test_a_table_named_only_through_its_subtables_gets_no_header_of_its_own(
+    jobs_dir: Path,
+) -> None:
+    text = """\
+shutdown_grace = "30s"
+timezone = "UTC"
+
+[defaults.tags]
+team = "ops"
+# a month of runs
+[defaults.records]
+max_age = "30d"
+"""
+    assert _fmt(jobs_dir, "kron.toml", text) == """\
+timezone = "UTC"
+shutdown_grace = "30s"
+
+[defaults.tags]
+team = "ops"
+
+# a month of runs
+[defaults.records]
+max_age = "30d"
+"""
+
+
 def test_yaml_keys_move_with_their_comments_and_keep_quotes_blocks_and_flow(
     jobs_dir: Path,
 ) -> None:

@@ -66,11 +66,17 @@ def _is_section(key: Key, item: Item) -> bool:
     return isinstance(item, AoT) or (isinstance(item, Table) and not key.is_dotted())
 
 
-def _arrange_body(body: Body, schema: Mapping[str, Any] | None, *, top: bool, headed: bool) -> None:
+def _arrange_body(
+    body: Body, schema: Mapping[str, Any] | None, *, top: bool, headed: bool, bare: bool = False
+) -> Body:
+    """Arrange one table's entries. A `bare` table (`[a.b]` with no `[a]`) writes no header:
+    anything but a table in its body would make tomlkit write one, so the lines above its first
+    table are returned for the caller to put above it, and those above the others go at the end
+    of the table before."""
     header = _take_header(body) if top else []
     entries, tail = _entries(body)
     if not entries:
-        return
+        return []
     # What follows the last entry closes this body: it stays at its end whatever comes last.
     end = tail
     if entries[-1].section:
@@ -85,6 +91,7 @@ def _arrange_body(body: Body, schema: Mapping[str, Any] | None, *, top: bool, he
         _arrange_inside(entry, props.get(entry.name))
     entries.sort(key=_order(props))
     arranged: Body = list(header)
+    hoisted: Body = []
     for index, entry in enumerate(entries):
         before = entry.before
         if entry.section:
@@ -94,19 +101,30 @@ def _arrange_body(body: Body, schema: Mapping[str, Any] | None, *, top: bool, he
                 before = [_blank(), *before]
         elif index == 0:
             before = _strip(before, end=False)
-        arranged.extend(before)
+        if not bare:
+            arranged.extend(before)
+        elif index == 0:
+            hoisted = before
+        else:
+            _deepest_body(entries[index - 1].item).extend(before)
         arranged.append((entry.key, entry.item))
         if entry.after:
             _deepest_body(entry.item).extend(_strip(entry.after, start=False))
-    arranged.extend(_strip(end, start=False) if top else end)
+    if bare:
+        _deepest_body(entries[-1].item).extend(end)
+    else:
+        arranged.extend(_strip(end, start=False) if top else end)
     body[:] = arranged
+    return hoisted
 
 
 def _arrange_inside(entry: _Entry, schema: Mapping[str, Any] | None) -> None:
     """Arrange a section's own keys (each element's, for an array of tables)."""
     item = entry.item
     if isinstance(item, Table) and not entry.key.is_dotted():
-        _arrange_body(item.value.body, schema, top=False, headed=not item.is_super_table())
+        bare = item.is_super_table()
+        hoisted = _arrange_body(item.value.body, schema, top=False, headed=not bare, bare=bare)
+        entry.before = entry.before + hoisted
     elif isinstance(item, AoT):
         elements = item.body
         item_schema = (schema or {}).get("items")
