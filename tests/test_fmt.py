@@ -290,6 +290,29 @@ notify:
     )
 
 
+def test_yaml_mappings_and_sequences_keep_their_own_indentation(jobs_dir: Path) -> None:
+    text = """\
+schedule: "@hourly"
+shell: "true"
+retry:
+    delay: 5m
+    attempts: 3
+notify:
+  - webhook: https://hooks.example.org/a
+    on: failure
+"""
+    assert _fmt(jobs_dir, "a.yaml", text) == """\
+schedule: "@hourly"
+shell: "true"
+retry:
+    attempts: 3
+    delay: 5m
+notify:
+  - on: failure
+    webhook: https://hooks.example.org/a
+"""
+
+
 def test_a_yaml_file_in_order_is_left_byte_for_byte(jobs_dir: Path) -> None:
     text = "schedule:    '@daily'   \nshell:   >-\n   folded\n   text\ntags: { a: b }\n"
     assert _fmt(jobs_dir, "a.yaml", text) == text

@@ -71,7 +71,7 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
             break
     mapping = mapping or 2
     offset = offset or 0
-    return mapping, mapping + offset, offset
+    return mapping, offset + 2, offset  # an item's text starts after its `- `
 
 
 def _order(props: Mapping[str, Any]) -> Callable[[Any], tuple[Any, ...]]:
