@@ -201,7 +201,9 @@ team = "ops"
 [defaults.records]
 max_age = "30d"
 """
-    assert _fmt(jobs_dir, "kron.toml", text) == """\
+    assert (
+        _fmt(jobs_dir, "kron.toml", text)
+        == """\
 timezone = "UTC"
 shutdown_grace = "30s"
 
@@ -212,6 +214,7 @@ team = "ops"
 [defaults.records]
 max_age = "30d"
 """
+    )
 
 
 def test_yaml_keys_move_with_their_comments_and_keep_quotes_blocks_and_flow(
@@ -301,7 +304,9 @@ notify:
   - webhook: https://hooks.example.org/a
     on: failure
 """
-    assert _fmt(jobs_dir, "a.yaml", text) == """\
+    assert (
+        _fmt(jobs_dir, "a.yaml", text)
+        == """\
 schedule: "@hourly"
 shell: "true"
 retry:
@@ -311,6 +316,7 @@ notify:
   - on: failure
     webhook: https://hooks.example.org/a
 """
+    )
 
 
 def test_a_yaml_file_in_order_is_left_byte_for_byte(jobs_dir: Path) -> None:
