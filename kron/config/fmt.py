@@ -2,8 +2,8 @@
 
 Comments, quoting, block scalars and arrays on one line stay as they are: tomlkit and
 ruamel.yaml rewrite a file in its own style (`tomlfmt`, `yamlfmt`), and only whole entries
-move, each with the comment lines above it. Those libraries are imported by `kron fmt`,
-`kron convert` and `kron new --schema-directive` alone, never by the daemon.
+move, each with the comment lines above it. Those libraries are imported by `kron fmt` and
+`kron convert` alone, never by the daemon (`kron new` writes with tomli-w and PyYAML).
 
 A file is rewritten only when the result reads back as the same data, with the same comments,
 and atomically; a file that does not parse is reported with its line and left alone.
@@ -27,12 +27,15 @@ from kron.model.settings import DEFAULT_MAX_FILE_SIZE
 
 __all__ = [
     "canonical_data",
+    "check_rewrite",
     "comment_lines",
     "comments",
     "directive_line",
     "dump",
     "format_paths",
     "formatted",
+    "in_order",
+    "kind_of",
     "replace_file",
     "same_data",
     "with_directive",
@@ -158,7 +161,7 @@ def directive_line(path: Path, location: str, *, yaml_syntax: bool) -> str:
         relative = os.path.relpath(Path(location).absolute() / name, path.absolute().parent)
         ref = Path(relative).as_posix()
         if not ref.startswith("../"):
-            ref = "./" + ref  # both tools read a path as relative only when it says so
+            ref = "./" + ref  # as Taplo's docs write a path relative to the file
     return f"# yaml-language-server: $schema={ref}" if yaml_syntax else f"#:schema {ref}"
 
 
@@ -219,7 +222,7 @@ def formatted(path: Path, *, directive: str | None = None) -> Formatted:
     return Formatted(doc=doc, text=text)
 
 
-def check_rewrite(doc: Document, text: str, *, keep_comments: bool = True) -> None:
+def check_rewrite(doc: Document, text: str) -> None:
     """Refuse a rewrite that reads back as other data, or lost or added a comment."""
     try:
         again = parse_document(doc.path, text.encode("utf-8"), max_size=1 << 30)
@@ -230,7 +233,7 @@ def check_rewrite(doc: Document, text: str, *, keep_comments: bool = True) -> No
         raise _refused(doc.path, "the rewritten text would hold other values")
     yaml_syntax = doc.is_yaml
     before = sorted(comments(doc.text, yaml_syntax=yaml_syntax))
-    if keep_comments and sorted(comments(text, yaml_syntax=yaml_syntax)) != before:
+    if sorted(comments(text, yaml_syntax=yaml_syntax)) != before:
         raise _refused(doc.path, "a comment would move out of reach or be lost")
 
 

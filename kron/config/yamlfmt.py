@@ -41,12 +41,20 @@ def arrange(text: str, schema: Mapping[str, Any]) -> str:
     yaml.width = 1 << 20  # never fold a long line (a shell line stays one line)
     mapping, sequence, offset = _guess_indent(text)
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
-    yaml.explicit_start = bool(re.match(r"(?:\s*#[^\n]*\n|\s*\n)*---", text))
+    yaml.explicit_start = _first_line(text).startswith("---")
     data = yaml.load(text)
     _Arranger(text.splitlines(keepends=True)).mapping(data, schema, root=True)
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
+
+
+def _first_line(text: str) -> str:
+    """The first line that is neither blank nor a comment."""
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line
+    return ""
 
 
 def _guess_indent(text: str) -> tuple[int, int, int]:
