@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--color",
         choices=COLOUR_CHOICES,
         default=argparse.SUPPRESS,
-        help="colour outcomes: auto (a terminal, unless NO_COLOR is set), always, never",
+        help="colour outcomes: auto (on a terminal, unless NO_COLOR is set; FORCE_COLOR colours "
+        "a pipe), always, never",
     )
     parser = _Parser(prog="kron", description="Scheduled work declared as files.", parents=[common])
     parser.add_argument("--version", action="version", version=f"kron {__version__}")
@@ -172,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`kron schema --write DIR` wrote (or a URL serving them)",
     )
 
-    p = sub.add_parser("convert", parents=[common], help="turn a TOML job file into YAML or back")
+    p = sub.add_parser(
+        "convert", parents=[common], help="turn a TOML job file into YAML or back, comments too"
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--to", choices=["toml", "yaml"], required=True)
     p.add_argument(
