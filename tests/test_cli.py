@@ -143,18 +143,16 @@ def test_fmt_rewrites_in_schema_order_and_check_reports(jobs_dir: Path, write) -
     assert run_cli("fmt", "--jobs-dir", jobs_dir).code == 0
     assert (
         path.read_text()
-        == '# header comment\n\nschedule = "@daily"\ntimezone = "UTC"\ncommand = [\n    "true",\n]\n'
+        == '# header comment\n\nschedule = "@daily"\ntimezone = "UTC"\ncommand = ["true"]\n'
     )
     assert run_cli("fmt", "--check", "--jobs-dir", jobs_dir).code == 0
 
 
-def test_fmt_leaves_a_file_with_inner_comments_alone_unless_forced(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
-    text = 'command = ["true"]  # keep me\nschedule = "@daily"\n'
-    path = write("a.toml", text)
+def test_fmt_moves_an_end_of_line_comment_with_its_key(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path = write("a.toml", 'command = ["true"]  # keep me\nschedule = "@daily"\n')
     result = run_cli("fmt", "--jobs-dir", jobs_dir)
-    assert result.code == 0
-    assert "left alone: comments on lines 1 would be lost" in result.err
-    assert path.read_text() == text
+    assert (result.code, result.out, result.err) == (0, f"{path}: formatted\n", "")
+    assert path.read_text() == 'schedule = "@daily"\ncommand = ["true"]  # keep me\n'
 
 
 def test_convert_turns_toml_into_yaml_and_keeps_the_job_id(jobs_dir: Path, write) -> None:  # type: ignore[no-untyped-def]

@@ -89,3 +89,21 @@ def test_docs_agents_names_every_mcp_tool_and_its_examples_are_what_kron_writes(
     draft = Draft(**{k: tuple(v) if isinstance(v, list) else v for k, v in create.items()})
     written = next(b for b in _blocks(text, "toml") if b.startswith("description = "))
     assert render(draft.data(str), "toml") == written
+
+
+def test_the_readme_commands_table_has_every_command() -> None:
+    import argparse
+
+    from kron.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(
+        action.choices
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`kron ([a-z][a-z-]*)", cell)}
+    assert listed == set(commands)

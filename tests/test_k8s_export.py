@@ -233,7 +233,7 @@ def test_a_removed_job_s_manifests_are_removed_and_check_shows_them_gone(
     assert out.splitlines()[:2] == [f"--- {manifests}/b.cronjob.yaml (committed)", "+++ /dev/null"]
     code, _, err = _cli(jobs_dir, "-o", manifests)
     assert code == 0
-    assert f"{manifests}: 1 files written, 1 removed, 1 unchanged" in err.splitlines()
+    assert f"{manifests}: 1 file written, 1 removed, 1 unchanged" in err.splitlines()
     assert sorted(p.name for p in manifests.iterdir()) == [
         "a.cronjob.yaml",
         "kustomization.yaml",
@@ -271,7 +271,7 @@ def test_a_refused_job_makes_the_export_fail_but_the_others_are_written(
         f"{jobs_dir}/fast.toml:1:1: schedule: refused: a seconds field: a CronJob fires at most "
         "once a minute"
     )
-    assert err.splitlines()[-1] == "1 jobs exported (1 native, 0 kron), 1 refused, 0 warnings"
+    assert err.splitlines()[-1] == "1 job exported (1 native, 0 kron), 1 refused, 0 warnings"
     assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == [
         "kustomization.yaml",
         "ok.cronjob.yaml",

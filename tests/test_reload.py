@@ -294,7 +294,7 @@ def test_a_jobs_directory_moved_away_keeps_its_jobs_until_it_is_back(
         gone = [m for m in caplog.messages if "is gone or not a folder" in m]
         assert gone == [
             f"the jobs directory {jobs_dir} is gone or not a folder; "
-            "the 1 jobs loaded stay scheduled until it is back"
+            "what is loaded (1 job) stays scheduled until it is back"
         ]
         assert sum("cannot watch" in m for m in caplog.messages) == 1
 

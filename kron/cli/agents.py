@@ -99,6 +99,12 @@ def add_parsers(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentP
     )
     p.add_argument("--description", metavar="TEXT", help="free text shown by kron list")
     p.add_argument("--format", choices=["toml", "yaml"], default="toml", help="default toml")
+    p.add_argument(
+        "--schema-directive",
+        metavar="DIR_OR_URL",
+        help="first line: the editor's schema line, for the schemas that `kron schema --write "
+        "DIR` wrote (or a URL serving them)",
+    )
     p.add_argument("--stdout", action="store_true", help="print the file instead of writing it")
 
     p = sub.add_parser(
@@ -174,14 +180,16 @@ def _new(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO)
     )
     if args.stdout:
         path = job_path(draft.id, args.jobs_dir, draft.format)
-        text = render(draft.data(), draft.format)
+        text = render(draft.data(), draft.format, path=path, schema_at=args.schema_directive)
         job, warnings = check_draft(
             text, path=path, job_id=draft.id, jobs_dir=args.jobs_dir, settings=settings
         )
         out.write(text)
         summary = err
     else:
-        created = write_new(draft, jobs_dir=args.jobs_dir, settings=settings)
+        created = write_new(
+            draft, jobs_dir=args.jobs_dir, settings=settings, schema_at=args.schema_directive
+        )
         job, warnings, path = created.job, created.warnings, created.path
         print(f"created {path} (job {job.id})", file=out)
         summary = out

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from kron.cli.common import EXIT_BAD, EXIT_OK
 from kron.model.errors import KronError, UsageError
+from kron.model.units import plural
 
 if TYPE_CHECKING:
     from kron.config.kubernetes.export import Exported
@@ -114,8 +115,8 @@ def export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     native = sum(1 for mode in exported.modes.values() if mode is Mode.NATIVE)
     kron = len(exported.modes) - native
     print(
-        f"{native + kron} jobs exported ({native} native, {kron} kron), "
-        f"{len(exported.refused)} refused, {len(exported.warnings)} warnings",
+        f"{plural(native + kron, 'job')} exported ({native} native, {kron} kron), "
+        f"{len(exported.refused)} refused, {plural(len(exported.warnings), 'warning')}",
         file=err,
     )
     return status
@@ -140,7 +141,7 @@ def _emit(
     else:
         written, removed = write_dir(exported, Path(args.output))
         print(
-            f"{args.output}: {len(written)} files written, {len(removed)} removed, "
+            f"{args.output}: {plural(len(written), 'file')} written, {len(removed)} removed, "
             f"{len(exported.files) - len(written)} unchanged",
             file=err,
         )

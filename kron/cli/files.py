@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+from kron.cli.colour import colour_enabled, outcome_style, paint
 from kron.cli.common import (
     EXIT_BAD,
     EXIT_OK,
@@ -41,6 +42,8 @@ def validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         v.print_json(report, out, now=now)
     elif args.format == "github":
         v.print_github(report, out)
+    elif args.format == "gitlab":
+        v.print_gitlab(report, out)
     else:
         v.print_text(report, out, verbose=not args.quiet, now=now)
     failed = report.errors or (args.strict and report.warnings)
@@ -111,8 +114,12 @@ def next_fires(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from kron.config.schema import load_schema
+    from kron.config.schema import load_schema, write_schemas
 
+    if args.write is not None:
+        for path in write_schemas(args.write):
+            print(f"wrote {path}", file=out)
+        return EXIT_OK
     json.dump(load_schema("kron" if args.settings else "job"), out, indent=2, ensure_ascii=False)
     out.write("\n")
     return EXIT_OK
@@ -122,12 +129,16 @@ def fmt(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.config.fmt import format_paths
 
     return format_paths(
-        args.paths or [args.jobs_dir], check=args.check, force=args.force, out=out, err=err
+        args.paths or [args.jobs_dir],
+        check=args.check,
+        directive=args.schema_directive,
+        out=out,
+        err=err,
     )
 
 
 def convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from kron.config.fmt import convert_file
+    from kron.config.convert import convert_file
 
     return convert_file(args.file, to=args.to, stdout=args.stdout, out=out, err=err)
 
@@ -138,8 +149,13 @@ def tree(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.engine.store import last_outcomes
 
     jobs = load_dir(args.jobs_dir).jobs
+    on = colour_enabled(out, args.color)
+    outcomes = {
+        job: paint(outcome, outcome_style(outcome), on=on)
+        for job, outcome in last_outcomes(records_root(args.jobs_dir), jobs).items()
+    }
     try:
-        text = render_tree(jobs, last_outcomes(records_root(args.jobs_dir), jobs), root=args.job)
+        text = render_tree(jobs, outcomes, root=args.job)
     except KeyError:
         raise UsageError(unknown_job(args.job, args.jobs_dir, sorted(jobs))) from None
     out.write(text or "no job triggers another\n")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from kron import __version__
-from kron.cli import agents, export, files, ops, records
+from kron.cli import agents, completion, export, files, ops, records
+from kron.cli.colour import COLOUR_CHOICES
 from kron.cli.common import EXIT_BAD, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from kron.model.errors import DaemonUnreachable, KronError, SpecError, UsageError
 
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="the jobs directory (default: $KRON_JOBS_DIR or ./jobs.d)",
     )
+    common.add_argument(
+        "--color",
+        choices=COLOUR_CHOICES,
+        default=argparse.SUPPRESS,
+        help="colour outcomes: auto (on a terminal, unless NO_COLOR is set; FORCE_COLOR colours "
+        "a pipe), always, never",
+    )
     parser = _Parser(prog="kron", description="Scheduled work declared as files.", parents=[common])
     parser.add_argument("--version", action="version", version=f"kron {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -48,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="files or folders (default: the jobs directory)",
     )
-    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github", "gitlab"],
+        default="text",
+        help="github: workflow annotations; gitlab: a code quality report (JSON)",
+    )
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems and the summary")
 
@@ -142,17 +155,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of job files")
     p.add_argument("--settings", action="store_true", help="the schema of kron.toml instead")
+    p.add_argument(
+        "--write",
+        type=Path,
+        metavar="DIR",
+        help="write job.schema.json and kron.schema.json into DIR instead (for editors)",
+    )
 
-    p = sub.add_parser("fmt", parents=[common], help="rewrite job files in canonical form")
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    p = sub.add_parser(
+        "fmt",
+        parents=[common],
+        help="put job files' keys in the schema's order, keeping comments and style",
+        description="Rewrite job files (and kron.toml) with their keys in the schema's order. "
+        "Comments move with their keys; quoting, block scalars and arrays on one line stay as "
+        "written; one blank line goes before each TOML [table]. A file that does not parse is "
+        "reported with its line and never rewritten; files are replaced atomically.",
+    )
+    p.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="files or folders (default: jobs dir)"
+    )
     p.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a file would change"
     )
     p.add_argument(
-        "--force", action="store_true", help="rewrite files even when comments would be lost"
+        "--schema-directive",
+        metavar="DIR_OR_URL",
+        help="put the editor's schema line at the top of each file, for the schemas that "
+        "`kron schema --write DIR` wrote (or a URL serving them)",
     )
 
-    p = sub.add_parser("convert", parents=[common], help="turn a TOML job file into YAML or back")
+    p = sub.add_parser(
+        "convert", parents=[common], help="turn a TOML job file into YAML or back, comments too"
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--to", choices=["toml", "yaml"], required=True)
     p.add_argument(
@@ -160,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agents.add_parsers(sub, common)
     export.add_parser(sub, common)
+    completion.add_parser(sub, common)
     return parser
 
 
@@ -174,6 +209,8 @@ def main(
         args = parser.parse_args(argv)
         if not getattr(args, "jobs_dir", None):
             args.jobs_dir = _jobs_dir_default()
+        if not getattr(args, "color", None):
+            args.color = "auto"
         if args.command is None:
             parser.print_help(out)
             return EXIT_USAGE
@@ -229,4 +266,5 @@ _COMMANDS: dict[str, Command] = {
     "new": agents.new,
     "mcp": agents.mcp,
     "export": export.export,
+    "completion": completion.completion,
 }

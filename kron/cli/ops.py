@@ -6,6 +6,7 @@ import argparse
 import gc
 from typing import Any, TextIO
 
+from kron.cli.colour import colour_enabled
 from kron.cli.common import (
     EXIT_BAD,
     EXIT_OK,
@@ -104,13 +105,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 run_id = body["run_id"]
                 print(f"started run {run_id} of {job_id} (kron show {run_id})", file=out)
             return EXIT_OK
-        print_record(body, out, as_json=args.json)
+        print_record(body, out, as_json=args.json, colour=colour_enabled(out, args.color))
         return EXIT_OK if body.get("outcome") == "succeeded" else EXIT_BAD
     path = find_job_file(args.job, args.jobs_dir)
     jobs_dir = args.jobs_dir if is_within(path, args.jobs_dir) else path.parent
     print(f"note: {reason}\nrunning in this process instead, until the run ends", file=err)
     record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
-    print_record(record, out, as_json=args.json)
+    print_record(record, out, as_json=args.json, colour=colour_enabled(out, args.color))
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
 
 
@@ -210,7 +211,7 @@ def jobs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             state += " (stuck)"
         nxt = local_time(j["next_fire"], j["timezone"])
         rows.append((j["id"], j["schedule"], j["timezone"], nxt, j["last_outcome"] or "", state))
-    print_table(rows, out)
+    print_table(rows, out, colour=colour_enabled(out, args.color), outcome_column=4)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
+from kron.cli.colour import colour_enabled
 from kron.cli.common import (
     EXIT_BAD,
     EXIT_OK,
@@ -91,7 +92,7 @@ def history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 str(exit_text),
             )
         )
-    print_table(rows, out)
+    print_table(rows, out, colour=colour_enabled(out, args.color), outcome_column=4)
     return EXIT_OK
 
 
@@ -111,7 +112,7 @@ def show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     deliveries = [line.to_json()["delivery"] for line in lines if isinstance(line, DeliveryNote)]
     if deliveries:
         record["deliveries"] = deliveries
-    print_record(record, out, as_json=args.json)
+    print_record(record, out, as_json=args.json, colour=colour_enabled(out, args.color))
     return EXIT_OK
 
 

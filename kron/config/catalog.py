@@ -22,6 +22,7 @@ from kron.config.settings import load_settings
 from kron.model.errors import Findings, KronError, Problem, SpecError
 from kron.model.job import Job
 from kron.model.settings import Settings
+from kron.model.units import plural
 
 __all__ = [
     "Catalog",
@@ -203,7 +204,8 @@ class Catalog:
         if not self.jobs_dir.is_dir():
             raise JobsDirGone(
                 f"the jobs directory {self.jobs_dir} is gone or not a folder; "
-                f"the {len(self.active)} jobs loaded stay scheduled until it is back"
+                f"what is loaded ({plural(len(self.active), 'job')}) stays scheduled until it is "
+                "back"
             )
 
     def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from kron.config.discovery import SETTINGS_NAMES
 from kron.config.documents import JOB_SUFFIXES, Document, parse_document
-from kron.config.fmt import canonical_data, dump
+from kron.config.fmt import canonical_data, directive_line, dump
 from kron.config.loader import job_of, load_job
 from kron.model.errors import KronError, Problem, SpecError, UsageError
 from kron.model.job import Job
@@ -207,9 +207,15 @@ def job_path(job_id: str, jobs_dir: Path, fmt: str, *, within: str | None = None
     return path
 
 
-def render(data: Mapping[str, Any], fmt: str) -> str:
-    """The job's file text, as `kron fmt` writes it."""
-    return dump(canonical_data(data, "job"), fmt)
+def render(
+    data: Mapping[str, Any], fmt: str, *, path: Path | None = None, schema_at: str | None = None
+) -> str:
+    """The job's file text, as `kron fmt` writes it; with `schema_at` (a folder or URL of the
+    schemas), the editor's schema line for the file at `path` first."""
+    text = dump(canonical_data(data, "job"), fmt)
+    if schema_at is None or path is None:
+        return text
+    return directive_line(path, schema_at, yaml_syntax=fmt == "yaml") + "\n" + text
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -240,6 +246,7 @@ def write_new(
     settings: Settings,
     within: str | None = None,
     spell: Callable[[str], str] = _flag,
+    schema_at: str | None = None,
 ) -> Created:
     """Write the draft's job file, checked by the daemon's loader first, atomically, and never
     over an existing file (of either format: `a.toml` and `a.yaml` would be one job).
@@ -250,10 +257,12 @@ def write_new(
         settings: its kron.toml ([policy], defaults, the size limit).
         within: the folder of the jobs directory the id must lie in (`.`: anywhere).
         spell: how messages name a field (`--http-url`, or a tool's `http_url`).
+        schema_at: put the editor's schema line first, for the schemas in this folder (or
+            at this URL).
     """
     data = draft.data(spell)
     path = job_path(draft.id, jobs_dir, draft.format, within=within)
-    text = render(data, draft.format)
+    text = render(data, draft.format, path=path, schema_at=schema_at)
     return _write_text(text, path=path, job_id=draft.id, jobs_dir=jobs_dir, settings=settings)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "load_schema",
     "problems_from_schema",
     "schema_errors",
+    "write_schemas",
 ]
 
 SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
@@ -186,3 +187,18 @@ def problems_from_schema(
 ) -> list[Problem]:
     """Every error the schema `name` finds in `data`, the part of `doc` found at `at`."""
     return [doc.problem([*at, *pointer], message) for pointer, message in schema_errors(name, data)]
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """Write the job and kron.toml schemas into `folder` (made if missing), as `kron schema`
+    prints them, for editors that read a schema from a file; return the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("job", "kron"):
+        path = folder / f"{name}.schema.json"
+        text = json.dumps(load_schema(name), indent=2, ensure_ascii=False) + "\n"
+        tmp = path.with_name(f".{path.name}.kron-tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -202,6 +202,28 @@ def print_github(report: Report, out: TextIO) -> None:
     )
 
 
+def print_gitlab(report: Report, out: TextIO) -> None:
+    """A GitLab code quality report (the Code Climate subset GitLab reads): merge requests
+    show each problem on its line."""
+    import hashlib
+
+    issues = []
+    for p in report.problems:
+        message = f"{p.field}: {p.message}" if p.field else p.message
+        seed = f"{p.path}\0{p.pointer}\0{p.message}".encode()
+        issues.append(
+            {
+                "description": message,
+                "check_name": "kron validate",
+                "fingerprint": hashlib.sha256(seed).hexdigest(),
+                "severity": "major" if p.is_error else "minor",
+                "location": {"path": p.path, "lines": {"begin": p.line or 1}},
+            }
+        )
+    json.dump(issues, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 

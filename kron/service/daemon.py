@@ -20,6 +20,7 @@ from kron.engine.state import current_boot_id
 from kron.model.clock import Clock, RealClock
 from kron.model.errors import KronError, Problem
 from kron.model.settings import Settings
+from kron.model.units import plural
 from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
 from kron.service.runtime import Runtime
@@ -303,8 +304,8 @@ class Daemon:
         """The daemon in one line, for `systemctl status`."""
         running = len(self._runtime.scheduler.running()) if self._runtime else 0
         return (
-            f"{len(self.catalog.active)} jobs, {len(self.catalog.invalid_files)} invalid files, "
-            f"{running} running"
+            f"{plural(len(self.catalog.active), 'job')}, "
+            f"{plural(len(self.catalog.invalid_files), 'invalid file')}, {running} running"
         )
 
     def _apply(self, changes: Changes, started: float | None = None) -> None:
@@ -453,7 +454,7 @@ class Daemon:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done() and runner.exception():
             log.error("scheduler stopped unexpectedly", exc_info=runner.exception())
-        self.notifier.stopping(f"stopping: {len(scheduler.running())} runs to end")
+        self.notifier.stopping(f"stopping: {plural(len(scheduler.running()), 'run')} to end")
         log.info("stopping: no new runs")
         self._stop.set()
         await scheduler.shutdown(self.settings.shutdown_grace)
