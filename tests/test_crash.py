@@ -169,6 +169,12 @@ def test_kill_9_at_random_moments_loses_no_slot_and_doubles_none(
     assert violations == []
     # The trials did what they are for: runs were cut short and found again after the crash.
     outcomes = [r["outcome"] for p in jobs_dir.glob("*.runs.jsonl") for r in read_records(p)]
+    stopped = log.read_bytes().count(b"of the previous daemon still runs")
+    print(
+        f"crash: {TRIALS} kills (seed {SEED}), {len(report['findings'])} findings, "
+        f"{len(violations)} violations, {stopped} orphaned runs stopped at a start, "
+        + ", ".join(f"{o} {outcomes.count(o)}" for o in sorted(set(outcomes)))
+    )
     assert outcomes.count("abandoned") >= TRIALS // 3
     assert outcomes.count("missed") > 0
     assert outcomes.count("succeeded") > TRIALS
