@@ -20,7 +20,7 @@ from typing import Any
 from kron.actions.base import ActionResult
 from kron.actions.dispatch import execute
 from kron.engine.attempts import Attempts, Execute
-from kron.engine.coordinator import Coordinator
+from kron.engine.coordinator import Claim, Coordinator
 from kron.engine.runs import JobState, Run
 from kron.engine.slots import LATE_TOLERANCE, NextFires, due_slots
 from kron.model.clock import Clock
@@ -58,6 +58,12 @@ class Scheduler:
         """
         self._clock = clock
         self._on_queue = on_queue
+        self._coordinator = coordinator
+        # Other daemons serve the same jobs: overlap is decided at the claim, across them, and
+        # a slot that does not run is recorded once claimed.
+        self._cluster = coordinator is not None and coordinator.cluster_wide
+        self._held = False  # fire nothing: the cluster's database is out of reach
+        self._claiming: set[asyncio.Future[None]] = set()
         self._attempts = Attempts(
             clock=clock,
             execute=execute_action,
@@ -215,6 +221,10 @@ class Scheduler:
     async def run_forever(self) -> None:
         """Sleep until the earliest fire, handle what is due, repeat until stop()."""
         while not self._stopping:
+            if self._held:
+                self._wake.clear()
+                await self._sleep(None)
+                continue
             now = self._clock.now()
             self._due_memo.clear()  # valid for one `now` only
             while self._heap and self._heap[0][0] <= now:
@@ -322,8 +332,37 @@ class Scheduler:
             config_sha=job.config_sha,
             error=why,
         )
-        self._emit(ended)
+        if outcome is Outcome.MISSED:
+            self.record(ended)
+        else:
+            self._emit(ended)
         return ended
+
+    def record(self, ended: RunEnded) -> None:
+        """Record a slot or an attempt that did not run (missed); in a cluster, only once this
+        daemon has claimed it, so that the cluster records it once."""
+        coordinator = self._coordinator
+        if not self._cluster or coordinator is None:
+            self._emit(ended)
+            return
+        claim = Claim(
+            job=ended.job,
+            slot=ended.slot,
+            trigger=ended.trigger,
+            attempt=ended.attempt,
+            upstream=ended.upstream,
+            run_id=ended.run_id,
+            config_sha=ended.config_sha,
+            lease=False,
+        )
+
+        async def claimed() -> None:
+            if (await coordinator.claim(claim)).won:
+                self._emit(ended)
+
+        task = asyncio.ensure_future(claimed())
+        self._claiming.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._claiming.discard)
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -345,6 +384,8 @@ class Scheduler:
             js.catchup.append((slot, trigger))
             self._queue_changed(js)
             return None
+        if self._cluster:
+            alive = []  # overlap is decided at the claim, with the runs of every node
         if alive and job.concurrency is Concurrency.FORBID:
             self._record_slot(
                 job,
@@ -392,6 +433,8 @@ class Scheduler:
         finally:
             run.state = RunState.DONE
             js.runs.discard(run)
+            if self._coordinator is not None:
+                self._coordinator.finish(run.run_id)
         if ended is None:  # another daemon runs this slot
             self._next_catchup(js)
             return None
@@ -432,6 +475,39 @@ class Scheduler:
         queue in memory only: the next start runs what is left of it."""
         if self._on_queue is not None:
             self._on_queue(js.job.id, list(js.catchup))
+
+    # -- the cluster's database out of reach ---------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Fire nothing until unhold(): no claim can be made, and a slot is skipped rather than
+        run twice."""
+        self._held = True
+        self._wake.set()
+
+    def unhold(self, unclaimed: Mapping[str, list[datetime]]) -> None:
+        """Fire again. The slots that came due while held, and those whose claims failed
+        (`unclaimed`, by job), were run by no node: each job's catch-up policy decides them,
+        as after downtime; their claims make that once across the cluster."""
+        self._held = False
+        now = self._clock.now()
+        for js in list(self._jobs.values()):
+            job = js.job
+            if not job.enabled or js.paused:
+                continue
+            horizon = now - jitter_offset(job.id, job.jitter)
+            slots, earlier = due_slots(job.schedule, js.cursor, horizon)
+            missed = sorted({*slots, *unclaimed.get(job.id, ())})
+            if not missed and earlier is None:
+                continue
+            self.handle_missed(js, missed, now, earlier=earlier)
+            js.cursor = max(js.cursor, *missed) if missed else max(js.cursor, horizon)
+            js.generation += 1
+            self._arm(js)
+        self._wake.set()
 
     # -- stopping ---------------------------------------------------------------------------
 
