@@ -254,6 +254,10 @@ class FileRecordStore:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def has_job(self, job_id: str) -> bool:
+        """Whether the job has records here."""
+        return self.path(job_id).exists()
+
     def job_ids(self) -> list[str]:
         """The jobs that have records here (a removed job's records stay)."""
         root = str(self.root).rstrip("/") + "/"

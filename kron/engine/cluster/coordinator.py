@@ -345,7 +345,6 @@ class ClusterCoordinator:
                 why = self._lost_why()
                 if run_id not in self._lost:
                     self._lost[run_id] = why
-                    log.error("job %s: run %s: %s; stopping it", job, run_id, why)
                     self.takeover.stop(run_id, Outcome.ABANDONED, why)
             elif live[1] is not None:
                 self.takeover.stop(run_id, Outcome.REPLACED, live[1])

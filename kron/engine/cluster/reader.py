@@ -10,9 +10,11 @@ from typing import Any
 import psycopg
 
 from kron.engine.store import Line
+from kron.model.errors import KronError
 from kron.model.run import Outcome, RunEnded, RunRecord, read_line
+from kron.model.settings import ClusterSettings
 
-__all__ = ["ClusterReader"]
+__all__ = ["ClusterReader", "reader_for"]
 
 RECENT_LINES = 200  # a job's tail, as FileRecordStore.recent reads one
 
@@ -32,6 +34,12 @@ class ClusterReader:
             application_name="kron reader",
         ) as conn:
             return conn.execute(sql, params).fetchall()
+
+    def ping(self) -> None:
+        self._rows("SELECT 1")
+
+    def has_job(self, job_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM kron_records WHERE job = %s LIMIT 1", (job_id,)))
 
     def job_ids(self) -> list[str]:
         return [str(job) for (job,) in self._rows("SELECT DISTINCT job FROM kron_records")]
@@ -103,3 +111,20 @@ def _typed(rows: Any) -> Iterator[Line]:
         line = read_line(row[0])
         if line is not None:
             yield line
+
+
+def reader_for(cluster: ClusterSettings) -> ClusterReader:
+    """A reader of the cluster's records, for a command.
+
+    Raises:
+        KronError: no URL, or the database does not answer (said without the URL).
+    """
+    from kron.engine.cluster.database import database_url
+
+    reader = ClusterReader(database_url(cluster))
+    try:
+        reader.ping()
+    except psycopg.Error as exc:
+        said = " ".join(str(exc).split())[:300]
+        raise KronError(f"the cluster database is out of reach ({said})") from None
+    return reader

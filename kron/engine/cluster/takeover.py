@@ -54,7 +54,8 @@ class TakeOver:
         for run in self.scheduler.running():
             if run.run_id == run_id:
                 if run.stop_reason is None:
-                    log.warning("job %s: run %s: %s", run.job.id, run_id, why)
+                    level = logging.ERROR if outcome is Outcome.ABANDONED else logging.INFO
+                    log.log(level, "job %s: run %s: %s; stopping it", run.job.id, run_id, why)
                 run.stop(outcome)
                 return True
         return False

@@ -1,0 +1,224 @@
+"""Several real `kron daemon` nodes on one real PostgreSQL: every slot runs exactly once in the
+cluster, whatever happens to a node, to the database or to a clock.
+
+The jobs count for themselves: each run appends a line to a side file shared by all nodes
+(tests/cluster_rig.py), and the cluster's records are read from its table.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_rig import SIDE_LINE, Cluster, every_second, settings, wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database: str) -> Iterator[Cluster]:
+    rig = Cluster(tmp_path, database)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+def _tick_jobs(rig: Cluster, count: int, *, extra: str = "") -> list[str]:
+    names = [f"tick-{i:02d}" for i in range(count)]
+    for name in names:
+        rig.write(
+            f"{name}.toml",
+            f"""
+            schedule = "* * * * * *"
+            timezone = "UTC"
+            shell = '{SIDE_LINE} >> {rig.side}'
+            {extra}
+            """,
+        )
+    return names
+
+
+def _exactly_once(rig: Cluster, jobs: list[str], slots: list[str]) -> None:
+    """Every slot of every job: one run by the side file, one result in the table."""
+    counts = rig.side_counts()
+    results = rig.results()
+    doubled = {key: n for key, n in counts.items() if n > 1}
+    assert doubled == {}
+    missing = [(j, s) for j in jobs for s in slots if counts[(j, s)] != 1]
+    assert missing == []
+    wrong = {(j, s): results.get((j, s)) for j in jobs for s in slots}
+    assert {k: v for k, v in wrong.items() if v != ["succeeded"]} == {}
+
+
+@pytest.mark.timeout(240)
+def test_three_nodes_run_each_second_of_fifty_jobs_exactly_once_for_a_minute(
+    cluster: Cluster,
+) -> None:
+    cluster.write("kron.toml", settings())
+    jobs = _tick_jobs(cluster, 50)
+    cluster.start("a", "b", "c")
+    begin = time.time()
+    time.sleep(60)
+    end = time.time()
+    for node in cluster.nodes.values():
+        assert node.stop() == 0, node.text()
+    slots = every_second(begin + 1, end - 2)
+    assert len(slots) >= 55
+    _exactly_once(cluster, jobs, slots)
+    by_node = collections.Counter(fields[2] for fields in cluster.side_lines())
+    # The work is shared: each node ran a good part of it (rendezvous ranks: about a third).
+    assert sorted(by_node) == ["a", "b", "c"]
+    assert min(by_node.values()) > len(jobs) * len(slots) / 10
+    assert cluster.rows("SELECT count(*) FROM kron_live") == [(0,)]
+    assert sorted(cluster.rows("SELECT node, left_at IS NOT NULL FROM kron_nodes")) == [
+        ("a", True),
+        ("b", True),
+        ("c", True),
+    ]
+    for node in cluster.nodes.values():
+        assert "Traceback" not in node.text()
+
+
+def _slot_records(rig: Cluster, jobs: list[str], slots: list[str]) -> dict[str, list[str]]:
+    """Slots that do not have exactly one result, with what they have."""
+    results = rig.results()
+    return {
+        f"{j} {s}": results.get((j, s), [])
+        for j in jobs
+        for s in slots
+        if len(results.get((j, s), [])) != 1
+    }
+
+
+def _record_of(rig: Cluster, run_id: str, outcome: str) -> list[dict[str, object]]:
+    return [
+        line
+        for (line,) in rig.rows(
+            "SELECT line FROM kron_records WHERE run_id = %s AND outcome = %s AND NOT late",
+            run_id,
+            outcome,
+        )
+    ]
+
+
+@pytest.mark.timeout(180)
+def test_a_node_killed_mid_run_is_recorded_abandoned_by_a_survivor_who_runs_the_next_attempt(
+    cluster: Cluster,
+) -> None:
+    cluster.write("kron.toml", settings())
+    jobs = _tick_jobs(cluster, 10)
+    cluster.write(
+        "long.toml",
+        f"""
+        schedule = "@manual"
+        shell = '{SIDE_LINE} >> {cluster.side}; exec sleep 60'
+        retry = {{ attempts = 2, delay = "1s" }}
+        """,
+    )
+    a, b, c = cluster.start("a", "b", "c")
+    begin = time.time()
+    ran = b.cli("run", "long", "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = __import__("json").loads(ran.stdout)["run_id"]
+    wait_for(
+        lambda: any(f[0] == "long" and f[2] == "b" for f in cluster.side_lines()),
+        "the long run to start on b",
+    )
+    time.sleep(2)
+    killed = time.monotonic()
+    b.kill()
+    abandoned = wait_for(lambda: _record_of(cluster, run_id, "abandoned"), "the abandoned record")
+    took = time.monotonic() - killed
+    # dead_after (3 s) + heartbeat (0.5 s), and room for a loaded machine.
+    assert took < 3.5 + 2.0
+    record = abandoned[0]
+    assert record["dead_node"] == "b"
+    assert record["node"] in ("a", "c")
+    assert "node b died" in str(record["error"])
+    second = wait_for(
+        lambda: [f for f in cluster.side_lines() if f[0] == "long" and f[4] == "2"],
+        "the next attempt on a survivor",
+    )
+    assert [(f[2] in ("a", "c"), f[3]) for f in second] == [(True, "manual")]
+    time.sleep(6)
+    end = time.time()
+    for node in (a, c):
+        assert node.stop() == 0, node.text()
+    slots = every_second(begin + 1, end - 2)
+    assert _slot_records(cluster, jobs, slots) == {}
+    counts = cluster.side_counts()
+    assert {k: n for k, n in counts.items() if n > 1 and k[0] != "long"} == {}
+    results = cluster.results()
+    assert [
+        (j, s)
+        for j in jobs
+        for s in slots
+        if results[(j, s)] == ["succeeded"] and counts[(j, s)] != 1
+    ] == []
+    # Two launches of `long` in the side file: attempt 1 on b, attempt 2 on a survivor.
+    assert sorted(f[4] for f in cluster.side_lines() if f[0] == "long") == ["1", "2"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(180)
+def test_a_frozen_node_that_wakes_after_losing_its_lease_stops_its_run_and_its_record_is_late(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "long.pid"
+    cluster.write("kron.toml", settings())
+    jobs = _tick_jobs(cluster, 10)
+    cluster.write(
+        "long.toml",
+        f"""
+        schedule = "@manual"
+        shell = 'echo $$ > {pid_file}; {SIDE_LINE} >> {cluster.side}; exec sleep 60'
+        """,
+    )
+    a, b, c = cluster.start("a", "b", "c")
+    begin = time.time()
+    ran = b.cli("run", "long", "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = __import__("json").loads(ran.stdout)["run_id"]
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the long run's pid")
+    child = int(pid_file.read_text())
+    b.signal(signal.SIGSTOP)
+    abandoned = wait_for(lambda: _record_of(cluster, run_id, "abandoned"), "the abandoned record")
+    assert abandoned[0]["dead_node"] == "b"
+    time.sleep(3)  # slots go on without b, claimed by a and c
+    assert _pid_alive(child)  # its processes are not frozen with it
+    b.signal(signal.SIGCONT)
+    wait_for(lambda: not _pid_alive(child), "b to stop the run it lost", timeout=15)
+    late = wait_for(
+        lambda: cluster.rows(
+            "SELECT node, outcome, line FROM kron_records WHERE run_id = %s AND late", run_id
+        ),
+        "b's late record",
+    )
+    assert [(node, outcome) for node, outcome, _ in late] == [("b", "abandoned")]
+    assert late[0][2]["late"] is True
+    assert "lost the run's lease" in late[0][2]["lease_lost"]
+    # The run's result stays the survivor's record, read from any node.
+    shown = a.cli("show", run_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    shown_record = __import__("json").loads(shown.stdout)
+    assert (shown_record["outcome"], shown_record["node"]) == ("abandoned", abandoned[0]["node"])
+    time.sleep(4)  # b fires again: only slots it wins
+    end = time.time()
+    for node in (a, b, c):
+        assert node.stop() == 0, node.text()
+    slots = every_second(begin + 1, end - 2)
+    assert _slot_records(cluster, jobs, slots) == {}
+    counts = cluster.side_counts()
+    assert {k: n for k, n in counts.items() if n > 1} == {}
+    assert "lost the run's lease" in b.text()
