@@ -20,7 +20,7 @@ from kron.engine.runs import Run
 from kron.model.clock import Clock
 from kron.model.job import Backoff, Concurrency, Job, RetryPolicy
 from kron.model.policy import Policy
-from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, new_run_id
+from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, Trigger, new_run_id
 from kron.model.times import format_time
 
 __all__ = ["Attempts", "Execute", "classify", "retry_timeline", "retry_wait"]
@@ -125,7 +125,9 @@ class Attempts:
                 log.debug("job %s: slot %s not run here: %s", job.id, format_time(run.slot), why)
                 return None
             if grant.holder is not None:  # a live run of the job, on this node or another
-                if job.concurrency is not Concurrency.REPLACE:
+                replace = job.concurrency is Concurrency.REPLACE
+                # A catch-up slot waits its turn, as on one host (kron.engine.scheduler.fire).
+                if not replace and run.trigger is not Trigger.CATCHUP:
                     where = f" on node {grant.holder_node}" if grant.holder_node else ""
                     self.end(
                         run,
@@ -135,12 +137,13 @@ class Attempts:
                         ),
                     )
                     return None  # as on one host: a skipped slot is a record, not a run
-                log.info("job %s: replacing run %s with a new run", job.id, grant.holder)
-                if not await coordinator.displace(claim, grant, run.stop_event):
+                if replace:
+                    log.info("job %s: replacing run %s with a new run", job.id, grant.holder)
+                if not await coordinator.take_turn(claim, grant, run.stop_event, replace=replace):
                     return self.end(
                         run,
                         run.stop_reason or Outcome.CANCELLED,
-                        ActionResult(error="stopped while replacing the run before it"),
+                        ActionResult(error="stopped while waiting for the run before it"),
                     )
         limit = self.limit
         if limit is not None and not await self._acquire(run, limit):

@@ -103,9 +103,11 @@ class Coordinator(Protocol):
         """Whether this daemon may launch `claim` (exactly one daemon is told yes)."""
         ...
 
-    async def displace(self, claim: Claim, grant: Grant, stop: asyncio.Event) -> bool:
-        """`replace` across daemons: stop the run holding the job, then take its place; False
-        when `stop` was set first."""
+    async def take_turn(
+        self, claim: Claim, grant: Grant, stop: asyncio.Event, *, replace: bool
+    ) -> bool:
+        """Wait for the run holding the job (`grant.holder`, on any daemon) to end, asking it to
+        stop when `replace`; then take its place. False when `stop` was set first."""
         ...
 
     async def confirm(self, run_id: str) -> str | None:
@@ -185,8 +187,10 @@ class LocalCoordinator:
     async def claim(self, claim: Claim) -> Grant:
         return GRANTED
 
-    async def displace(self, claim: Claim, grant: Grant, stop: asyncio.Event) -> bool:
-        return True  # never asked: the scheduler replaces runs itself on one host
+    async def take_turn(
+        self, claim: Claim, grant: Grant, stop: asyncio.Event, *, replace: bool
+    ) -> bool:
+        return True  # never asked: on one host the scheduler decides overlap itself
 
     async def confirm(self, run_id: str) -> str | None:
         return None

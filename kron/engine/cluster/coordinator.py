@@ -109,7 +109,7 @@ class ClusterCoordinator:
             # statement; a later rank's after its step, unless its owner took them meanwhile.
             loop.call_later(step * SHARE_STEP_S, self._flush, step)
         grant = await pending.answer
-        if grant.won and claim.lease:
+        if grant.won and claim.lease and grant.holder is None:
             if claim.continues:  # the launch's lease now carries this attempt's run
                 for run_id, (job, held, _) in list(self._held.items()):
                     if job == claim.job and held == key:
@@ -157,13 +157,16 @@ class ClusterCoordinator:
             return Grant(won=False, why="the daemon is stopping")
         return await self.claim(claim)
 
-    async def displace(self, claim: Claim, grant: Grant, stop: asyncio.Event) -> bool:
-        """Ask the holder's node to stop its run (recorded `replaced`), then take the lease."""
+    async def take_turn(
+        self, claim: Claim, grant: Grant, stop: asyncio.Event, *, replace: bool
+    ) -> bool:
+        """Wait for the job's live run to end, asking it to stop (`replace`, recorded
+        `replaced`) or not (a catch-up slot waits its turn), then take the lease."""
         key = launch_key(claim, self.me.node)
-        why = f"replaced by run {claim.run_id} on node {self.me.node}"
+        why = f"replaced by run {claim.run_id} on node {self.me.node}" if replace else None
         holder = grant.holder
         while not stop.is_set() and not self._closed:
-            if holder is not None and self.takeover.scheduler is not None:
+            if holder is not None and why is not None:
                 self.takeover.stop(holder, Outcome.REPLACED, why)  # at once when it is ours
             try:
                 holder = await self.db.run(
@@ -386,9 +389,11 @@ async def _jobs_of(node: str, conn: Any, _: bool) -> dict[str, str]:
     return await nodes.jobs_of(conn, node)
 
 
-async def _take_or_stop(conn: Any, claim: Claim, key: str, node: str, why: str) -> str | None:
-    """Take the job's lease if no run holds it (None); else ask the holder to stop, and say
-    which run it is."""
+async def _take_or_stop(
+    conn: Any, claim: Claim, key: str, node: str, why: str | None
+) -> str | None:
+    """Take the job's lease if no run holds it (None); else ask the holder to stop (with
+    `why`), and say which run it is."""
     cursor = await conn.execute(
         """INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream,
                                   config_sha, exclusive)
@@ -408,11 +413,16 @@ async def _take_or_stop(conn: Any, claim: Claim, key: str, node: str, why: str) 
     )
     if await cursor.fetchone() is not None:
         return None
-    cursor = await conn.execute(
-        """UPDATE kron_live SET stop = coalesce(stop, %s)
-           WHERE job = %s AND exclusive RETURNING run_id""",
-        (why, claim.job),
-    )
+    if why is None:
+        cursor = await conn.execute(
+            "SELECT run_id FROM kron_live WHERE job = %s AND exclusive", (claim.job,)
+        )
+    else:
+        cursor = await conn.execute(
+            """UPDATE kron_live SET stop = coalesce(stop, %s)
+               WHERE job = %s AND exclusive RETURNING run_id""",
+            (why, claim.job),
+        )
     row = await cursor.fetchone()
     return str(row[0]) if row else ""
 

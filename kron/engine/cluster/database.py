@@ -11,6 +11,7 @@ up to minutes between reconnections; a scheduler wants to know within a heartbea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -30,6 +31,9 @@ from kron.model.settings import ClusterSettings
 __all__ = ["Database", "DatabaseError", "Unreachable", "database_url", "node_name"]
 
 log = logging.getLogger("kron.cluster")
+# psycopg and its pool log every cut connection and failed reconnection, unformatted; kron
+# says once that the database is out of reach, and once that it is back.
+logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 T = TypeVar("T")
 Work = Callable[[psycopg.AsyncConnection[Any], bool], Awaitable[T]]
 
@@ -211,6 +215,10 @@ class Database:
                 if retried or not retry or isinstance(exc, psycopg_pool.PoolTimeout):
                     self._lost(exc)
                     raise Unreachable(_said(exc)) from None
+                # The pool's other idle connections may be cut as well (a restart, an
+                # administrator's pg_terminate_backend): drop those before the second try.
+                with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+                    await pool.check()
                 continue
             except psycopg.Error as exc:
                 self.stats.error(_said(exc))
