@@ -8,6 +8,8 @@ The jobs count for themselves: each run appends a line to a side file shared by 
 from __future__ import annotations
 
 import collections
+import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -15,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_rig import SIDE_LINE, Cluster, every_second, settings, wait_for
+from tests.cluster_rig import (
+    FAKETIME,
+    SIDE_LINE,
+    Cluster,
+    Node,
+    every_second,
+    settings,
+    wait_for,
+)
 from tests.pg import TempPostgres
 
 
@@ -124,7 +134,7 @@ def test_a_node_killed_mid_run_is_recorded_abandoned_by_a_survivor_who_runs_the_
     begin = time.time()
     ran = b.cli("run", "long", "--json")
     assert ran.returncode == 0, ran.stderr
-    run_id = __import__("json").loads(ran.stdout)["run_id"]
+    run_id = json.loads(ran.stdout)["run_id"]
     wait_for(
         lambda: any(f[0] == "long" and f[2] == "b" for f in cluster.side_lines()),
         "the long run to start on b",
@@ -164,6 +174,12 @@ def test_a_node_killed_mid_run_is_recorded_abandoned_by_a_survivor_who_runs_the_
     assert sorted(f[4] for f in cluster.side_lines() if f[0] == "long") == ["1", "2"]
 
 
+def _listed(node: Node) -> dict[str, dict[str, object]]:
+    done = node.cli("list", "--json")
+    assert done.returncode == 0, done.stderr
+    return {job["id"]: job for job in json.loads(done.stdout)}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -190,7 +206,7 @@ def test_a_frozen_node_that_wakes_after_losing_its_lease_stops_its_run_and_its_r
     begin = time.time()
     ran = b.cli("run", "long", "--json")
     assert ran.returncode == 0, ran.stderr
-    run_id = __import__("json").loads(ran.stdout)["run_id"]
+    run_id = json.loads(ran.stdout)["run_id"]
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the long run's pid")
     child = int(pid_file.read_text())
     b.signal(signal.SIGSTOP)
@@ -212,7 +228,7 @@ def test_a_frozen_node_that_wakes_after_losing_its_lease_stops_its_run_and_its_r
     # The run's result stays the survivor's record, read from any node.
     shown = a.cli("show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
-    shown_record = __import__("json").loads(shown.stdout)
+    shown_record = json.loads(shown.stdout)
     assert (shown_record["outcome"], shown_record["node"]) == ("abandoned", abandoned[0]["node"])
     time.sleep(4)  # b fires again: only slots it wins
     end = time.time()
@@ -297,3 +313,90 @@ def test_cut_connections_and_a_database_restart_never_double_a_slot_and_catch_up
     said = a.text()
     assert said.count("the cluster database is out of reach (") >= 1
     assert "Traceback" not in said + b.text() + c.text()
+
+
+def _faketime() -> dict[str, str]:
+    """libfaketime (Debian's faketime) puts a node's wall clock 2 s ahead; its monotonic clock
+    stays true, as NTP's slew would leave it."""
+    if not FAKETIME.exists():
+        message = f"{FAKETIME} is missing (apt-get install faketime)"
+        if os.environ.get("KRON_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return {
+        "LD_PRELOAD": str(FAKETIME),
+        "FAKETIME": "+2s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",
+    }
+
+
+@pytest.mark.timeout(180)
+def test_a_node_whose_clock_is_two_seconds_ahead_never_doubles_a_slot(cluster: Cluster) -> None:
+    cluster.write("kron.toml", settings())
+    jobs = _tick_jobs(cluster, 10)
+    a, b = cluster.start("a", "b")
+    ahead = cluster.node("c", **_faketime()).start()
+    ahead.wait_started()
+    begin = time.time()
+    time.sleep(15)
+    end = time.time()
+    for node in (a, b, ahead):
+        assert node.stop() == 0, node.text()
+    slots = every_second(begin + 3, end - 3)
+    _exactly_once(cluster, jobs, slots)
+    ran_on = collections.Counter(f[2] for f in cluster.side_lines())
+    assert ran_on["c"] > 0  # the node ahead ran slots too, and none twice
+
+
+@pytest.mark.timeout(180)
+def test_forbid_holds_across_nodes_and_a_pause_on_one_node_stops_the_job_on_all(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    spans = tmp_path / "spans.txt"
+    cluster.write("kron.toml", settings())
+    cluster.write(
+        "hold.toml",
+        f"""
+        schedule = "* * * * * *"
+        timezone = "UTC"
+        shell = 'echo "start $(date +%s.%N) $KRON_NODE" >> {spans}; sleep 2.5; echo "end $(date +%s.%N) $KRON_NODE" >> {spans}'
+        """,
+    )
+    jobs = _tick_jobs(cluster, 3)
+    a, b, c = cluster.start("a", "b", "c")
+    begin = time.time()
+    time.sleep(12)
+    paused = a.cli("pause", "tick-00")
+    assert paused.returncode == 0, paused.stderr
+    pause_done = time.time()
+    wait_for(lambda: _listed(b)["tick-00"]["paused"], "node b to list tick-00 paused")
+    time.sleep(4)
+    resumed = c.cli("resume", "tick-00")
+    assert resumed.returncode == 0, resumed.stderr
+    resume_done = time.time()
+    time.sleep(4)
+    end = time.time()
+    for node in (a, b, c):
+        assert node.stop() == 0, node.text()
+    # forbid: the runs of `hold`, on whichever node, never overlap.
+    events = [line.split() for line in spans.read_text().splitlines()]
+    starts = sorted(float(e[1]) for e in events if e[0] == "start")
+    ends = sorted(float(e[1]) for e in events if e[0] == "end")
+    assert len(starts) >= 3
+    assert all(ends[i] <= starts[i + 1] for i in range(len(starts) - 1))
+    slots = every_second(begin + 1, end - 4)
+    assert len(slots) >= 20
+    assert _slot_records(cluster, ["hold"], slots) == {}
+    skipped = cluster.rows(
+        """SELECT node, line->>'error' FROM kron_records
+           WHERE job = 'hold' AND outcome = 'skipped'"""
+    )
+    # Skipped on one node because of a run on another: the claim sees every node's runs.
+    assert any(f"on node {node}" not in error for node, error in skipped)
+    # pause: no slot of tick-00 after the pause was stored, until the resume.
+    ran = sorted(f[1] for f in cluster.side_lines() if f[0] == "tick-00")
+    quiet = every_second(pause_done, resume_done - 1)
+    assert [s for s in ran if s in quiet] == []
+    assert any(s > every_second(resume_done + 1, resume_done + 2)[0] for s in ran)
+    assert _slot_records(cluster, jobs[1:], every_second(begin + 1, end - 2)) == {}
