@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Protocol
 from kron import __version__
 from kron.engine.state import State
 from kron.model.errors import KronError
-from kron.model.run import HOST, Trigger
+from kron.model.run import HOST, RunEnded, Trigger
 
 __all__ = [
     "GRANTED",
@@ -119,6 +120,11 @@ class Coordinator(Protocol):
         """The run made its last attempt: its lease goes."""
         ...
 
+    def record_once(self, ended: RunEnded, write: Callable[[RunEnded], None]) -> None:
+        """`write(ended)`, the record of a slot or an attempt that did not run (missed), once
+        this daemon may: in a cluster, once it claimed it, so that it is recorded once."""
+        ...
+
     def hold(self, run_id: str) -> None:
         """A run of this daemon started: keep it leased to this daemon while it lives."""
         ...
@@ -197,6 +203,9 @@ class LocalCoordinator:
 
     def finish(self, run_id: str) -> None:
         pass
+
+    def record_once(self, ended: RunEnded, write: Callable[[RunEnded], None]) -> None:
+        write(ended)
 
     def hold(self, run_id: str) -> None:
         pass

@@ -7,12 +7,9 @@ due is kron.engine.slots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
-import os
-import signal
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,15 +17,22 @@ from typing import Any
 from kron.actions.base import ActionResult
 from kron.actions.dispatch import execute
 from kron.engine.attempts import Attempts, Execute
-from kron.engine.coordinator import Claim, Coordinator
-from kron.engine.runs import JobState, Run
-from kron.engine.slots import LATE_TOLERANCE, NextFires, due_slots
+from kron.engine.coordinator import Coordinator
+from kron.engine.runs import JobState, Run, stop_runs
+from kron.engine.slots import (
+    LATE_TOLERANCE,
+    NextFires,
+    catchup_choice,
+    due_slots,
+    missed_records,
+    passed_unrun,
+    slot_record,
+)
 from kron.model.clock import Clock
-from kron.model.job import Catchup, Concurrency, Job
+from kron.model.job import Concurrency, Job
 from kron.model.policy import Policy
-from kron.model.run import Event, Outcome, RunEnded, RunState, Trigger, new_run_id
+from kron.model.run import Event, Outcome, RunEnded, RunState, Trigger
 from kron.model.schedule import Schedule, jitter_offset
-from kron.model.times import format_time
 
 __all__ = ["Scheduler"]
 
@@ -63,7 +67,6 @@ class Scheduler:
         # a slot that does not run is recorded once claimed.
         self._cluster = coordinator is not None and coordinator.cluster_wide
         self._held = False  # fire nothing: the cluster's database is out of reach
-        self._claiming: set[asyncio.Future[None]] = set()
         self._attempts = Attempts(
             clock=clock,
             execute=execute_action,
@@ -280,28 +283,9 @@ class Scheduler:
         if not missed and earlier is None:
             return
         job = js.job
-        fresh = [
-            s for s in missed if job.starting_deadline is None or now - s <= job.starting_deadline
-        ]
-        if job.catchup is Catchup.LAST:
-            chosen = fresh[-1:]
-        elif job.catchup is Catchup.ALL:
-            chosen = fresh[-job.catchup_max :]
-        else:
-            chosen = []
-        why = f"not run: the daemon was down or the clock jumped (catchup = {job.catchup.value})"
-        if earlier is not None:
-            first = missed[0] if missed else now
-            self._record_slot(
-                job,
-                earlier,
-                Outcome.MISSED,
-                now,
-                f"{why}; and every slot from here until {format_time(first)}",
-            )
-        for slot in missed:
-            if slot not in chosen:
-                self._record_slot(job, slot, Outcome.MISSED, now, why)
+        chosen = catchup_choice(job, missed, now)
+        for ended in missed_records(job, missed, chosen, now, earlier=earlier):
+            self.record(ended)
         if chosen:
             js.cursor = max(js.cursor, chosen[-1])
         for slot in chosen:
@@ -318,51 +302,18 @@ class Scheduler:
         trigger: Trigger = Trigger.SCHEDULE,
         upstream: str | None = None,
     ) -> RunEnded:
-        """Record a slot that did not run (missed, skipped); return the record."""
-        ended = RunEnded(
-            run_id=new_run_id(),
-            job=job.id,
-            slot=slot,
-            trigger=trigger,
-            upstream=upstream,
-            attempt=1,
-            outcome=outcome,
-            started_at=None,
-            ended_at=now,
-            config_sha=job.config_sha,
-            error=why,
-        )
-        if outcome is Outcome.MISSED:
-            self.record(ended)
-        else:
-            self._emit(ended)
+        """Record a slot that did not run (skipped); return the record."""
+        ended = slot_record(job, slot, outcome, now, why, trigger=trigger, upstream=upstream)
+        self._emit(ended)
         return ended
 
     def record(self, ended: RunEnded) -> None:
         """Record a slot or an attempt that did not run (missed); in a cluster, only once this
         daemon has claimed it, so that the cluster records it once."""
-        coordinator = self._coordinator
-        if not self._cluster or coordinator is None:
+        if self._coordinator is None:
             self._emit(ended)
-            return
-        claim = Claim(
-            job=ended.job,
-            slot=ended.slot,
-            trigger=ended.trigger,
-            attempt=ended.attempt,
-            upstream=ended.upstream,
-            run_id=ended.run_id,
-            config_sha=ended.config_sha,
-            lease=False,
-        )
-
-        async def claimed() -> None:
-            if (await coordinator.claim(claim)).won:
-                self._emit(ended)
-
-        task = asyncio.ensure_future(claimed())
-        self._claiming.add(task)  # keep a reference: the loop holds tasks only weakly
-        task.add_done_callback(self._claiming.discard)
+        else:
+            self._coordinator.record_once(ended, self._emit)
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -495,18 +446,11 @@ class Scheduler:
         self._held = False
         now = self._clock.now()
         for js in list(self._jobs.values()):
-            job = js.job
-            if not job.enabled or js.paused:
-                continue
-            horizon = now - jitter_offset(job.id, job.jitter)
-            slots, earlier = due_slots(job.schedule, js.cursor, horizon)
-            missed = sorted({*slots, *unclaimed.get(job.id, ())})
-            if not missed and earlier is None:
-                continue
-            self.handle_missed(js, missed, now, earlier=earlier)
-            js.cursor = max(js.cursor, *missed) if missed else max(js.cursor, horizon)
-            js.generation += 1
-            self._arm(js)
+            if js.job.enabled and not js.paused:
+                missed, earlier, cursor = passed_unrun(js.job, js.cursor, now, unclaimed)
+                self.handle_missed(js, missed, now, earlier=earlier)
+                js.cursor, js.generation = max(js.cursor, cursor), js.generation + 1
+                self._arm(js)
         self._wake.set()
 
     # -- stopping ---------------------------------------------------------------------------
@@ -530,21 +474,4 @@ class Scheduler:
         runs = self.running()
         for js in self._jobs.values():
             js.catchup.clear()
-        for run in runs:
-            run.stop(Outcome.CANCELLED)
-        tasks = [r.task for r in runs if r.task]
-        if not tasks:
-            return
-        log.info("stopping %d running run(s); waiting up to %s", len(tasks), grace)
-        _, pending = await asyncio.wait(tasks, timeout=grace.total_seconds())
-        if pending:
-            for run in runs:
-                if run.task in pending and run.pgid:
-                    log.warning(
-                        "job %s: run %s still alive after shutdown grace; SIGKILL",
-                        run.job.id,
-                        run.run_id,
-                    )
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(run.pgid, signal.SIGKILL)
-            await asyncio.wait(pending, timeout=10)
+        await stop_runs(runs, grace)

@@ -29,7 +29,15 @@ from kron.engine.coordinator import Claim, Grant
 from kron.model.run import Trigger
 from kron.model.times import format_time
 
-__all__ = ["SHARE_STEP_S", "Pending", "claim_batch", "launch_key", "rank"]
+__all__ = [
+    "SHARE_STEP_S",
+    "Pending",
+    "claim_batch",
+    "launch_key",
+    "rank",
+    "still_held",
+    "take_or_wait",
+]
 
 SHARE_STEP_S = 0.25  # how long a slot waits for the node before this one in its order
 _SLOTS = (Trigger.SCHEDULE, Trigger.CATCHUP)
@@ -271,3 +279,46 @@ async def _mine_after_all(
     for i, pending in zip(where, lost, strict=True):
         if (pending.claim.job, pending.key, pending.claim.attempt) in mine:
             grants[i] = Grant(won=True)
+
+
+async def take_or_wait(conn: Any, claim: Claim, key: str, node: str, why: str | None) -> str | None:
+    """Take the job's lease if no run holds it (None); else ask the holder to stop (with
+    `why`), and say which run it is."""
+    cursor = await conn.execute(
+        """INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream,
+                                  config_sha, exclusive)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)
+           ON CONFLICT DO NOTHING RETURNING job""",
+        (
+            claim.job,
+            key,
+            node,
+            claim.run_id,
+            claim.attempt,
+            claim.slot,
+            claim.trigger.value,
+            claim.upstream,
+            claim.config_sha,
+        ),
+    )
+    if await cursor.fetchone() is not None:
+        return None
+    if why is None:
+        cursor = await conn.execute(
+            "SELECT run_id FROM kron_live WHERE job = %s AND exclusive", (claim.job,)
+        )
+    else:
+        cursor = await conn.execute(
+            """UPDATE kron_live SET stop = coalesce(stop, %s)
+               WHERE job = %s AND exclusive RETURNING run_id""",
+            (why, claim.job),
+        )
+    row = await cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
+async def still_held(conn: Any, job: str, key: str, node: str) -> bool:
+    cursor = await conn.execute(
+        "SELECT 1 FROM kron_live WHERE job = %s AND key = %s AND node = %s", (job, key, node)
+    )
+    return await cursor.fetchone() is not None

@@ -14,11 +14,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from kron.engine.cluster import nodes
+from kron.engine.cluster import claims, nodes
 from kron.engine.cluster.claims import SHARE_STEP_S, Pending, claim_batch, launch_key, rank
 from kron.engine.cluster.database import Database, Unreachable
 from kron.engine.cluster.nodes import Drift, Heartbeat, Liveness, Me, Taken
@@ -26,7 +26,7 @@ from kron.engine.cluster.stats import ClusterStats
 from kron.engine.cluster.takeover import TakeOver
 from kron.engine.coordinator import Claim, Grant, Peer
 from kron.model.clock import Clock
-from kron.model.run import Outcome, Trigger
+from kron.model.run import Outcome, RunEnded, Trigger
 
 __all__ = ["ClusterCoordinator", "boottime"]
 
@@ -170,7 +170,7 @@ class ClusterCoordinator:
                 self.takeover.stop(holder, Outcome.REPLACED, why)  # at once when it is ours
             try:
                 holder = await self.db.run(
-                    lambda conn, _: _take_or_stop(conn, claim, key, self.me.node, why)
+                    lambda conn, _: claims.take_or_wait(conn, claim, key, self.me.node, why)
                 )
             except Unreachable:
                 await self._up.wait()
@@ -190,7 +190,9 @@ class ClusterCoordinator:
             return None  # renewed recently enough that no node can have taken it
         job, key, _ = self._held[run_id]
         try:
-            mine = await self.db.run(lambda conn, _: _still_held(conn, job, key, self.me.node))
+            mine = await self.db.run(
+                lambda conn, _: claims.still_held(conn, job, key, self.me.node)
+            )
         except Unreachable:
             return None  # the database decides when the record reaches it (kron_records.late)
         if not mine:
@@ -202,6 +204,24 @@ class ClusterCoordinator:
         """The key of the launch whose lease this node holds for the run, if it does."""
         held = self._held.get(run_id)
         return held[1] if held is not None else None
+
+    def record_once(self, ended: RunEnded, write: Callable[[RunEnded], None]) -> None:
+        claim = Claim(
+            job=ended.job,
+            slot=ended.slot,
+            trigger=ended.trigger,
+            attempt=ended.attempt,
+            upstream=ended.upstream,
+            run_id=ended.run_id,
+            config_sha=ended.config_sha,
+            lease=False,
+        )
+
+        async def claimed() -> None:
+            if (await self.claim(claim)).won:
+                write(ended)
+
+        self._spawn(claimed())
 
     def hold(self, run_id: str) -> None:
         pass  # the lease was taken with the claim
@@ -225,7 +245,9 @@ class ClusterCoordinator:
     async def _store_pause(self, job_id: str, paused: bool) -> None:
         while True:
             try:
-                await self.db.run(lambda conn, _: _pause(conn, job_id, paused, self.me.node))
+                await self.db.run(
+                    lambda conn, _: nodes.store_pause(conn, job_id, paused, self.me.node)
+                )
             except Unreachable:
                 await self._up.wait()
                 if self._closed:
@@ -273,7 +295,7 @@ class ClusterCoordinator:
         digest = nodes.job_set_digest(jobs)
         self.jobs, self.digest = dict(jobs), digest
         with contextlib.suppress(Unreachable):
-            await self.db.run(lambda conn, _: _publish(conn, self.me, digest, jobs))
+            await self.db.run(lambda conn, _: nodes.publish(conn, self.me, digest, jobs))
 
     async def leave(self) -> None:
         """A clean stop: the node left; it is not dead."""
@@ -387,67 +409,3 @@ async def _reap(node: str, heartbeat_at: datetime, conn: Any, _: bool) -> list[T
 
 async def _jobs_of(node: str, conn: Any, _: bool) -> dict[str, str]:
     return await nodes.jobs_of(conn, node)
-
-
-async def _take_or_stop(
-    conn: Any, claim: Claim, key: str, node: str, why: str | None
-) -> str | None:
-    """Take the job's lease if no run holds it (None); else ask the holder to stop (with
-    `why`), and say which run it is."""
-    cursor = await conn.execute(
-        """INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream,
-                                  config_sha, exclusive)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)
-           ON CONFLICT DO NOTHING RETURNING job""",
-        (
-            claim.job,
-            key,
-            node,
-            claim.run_id,
-            claim.attempt,
-            claim.slot,
-            claim.trigger.value,
-            claim.upstream,
-            claim.config_sha,
-        ),
-    )
-    if await cursor.fetchone() is not None:
-        return None
-    if why is None:
-        cursor = await conn.execute(
-            "SELECT run_id FROM kron_live WHERE job = %s AND exclusive", (claim.job,)
-        )
-    else:
-        cursor = await conn.execute(
-            """UPDATE kron_live SET stop = coalesce(stop, %s)
-               WHERE job = %s AND exclusive RETURNING run_id""",
-            (why, claim.job),
-        )
-    row = await cursor.fetchone()
-    return str(row[0]) if row else ""
-
-
-async def _still_held(conn: Any, job: str, key: str, node: str) -> bool:
-    cursor = await conn.execute(
-        "SELECT 1 FROM kron_live WHERE job = %s AND key = %s AND node = %s", (job, key, node)
-    )
-    return await cursor.fetchone() is not None
-
-
-async def _pause(conn: Any, job: str, paused: bool, node: str) -> None:
-    if paused:
-        await conn.execute(
-            "INSERT INTO kron_paused (job, node) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (job, node),
-        )
-    else:
-        await conn.execute("DELETE FROM kron_paused WHERE job = %s", (job,))
-
-
-async def _publish(conn: Any, me: Me, digest: str, jobs: Mapping[str, str]) -> None:
-    import json
-
-    await conn.execute(
-        "UPDATE kron_nodes SET digest = %s, jobs = %s WHERE node = %s AND instance = %s",
-        (digest, json.dumps(dict(jobs)), me.node, me.instance),
-    )

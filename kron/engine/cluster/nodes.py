@@ -24,7 +24,17 @@ from kron import __version__
 from kron.engine.cluster.database import DatabaseError
 from kron.engine.coordinator import Peer
 
-__all__ = ["Drift", "Heartbeat", "Liveness", "Me", "Taken", "job_set_digest", "register"]
+__all__ = [
+    "Drift",
+    "Heartbeat",
+    "Liveness",
+    "Me",
+    "Taken",
+    "job_set_digest",
+    "publish",
+    "register",
+    "store_pause",
+]
 
 
 def job_set_digest(jobs: Mapping[str, str]) -> str:
@@ -338,4 +348,28 @@ async def leave(conn: psycopg.AsyncConnection[Any], me: Me) -> None:
     await conn.execute(
         "UPDATE kron_nodes SET left_at = now() WHERE node = %s AND instance = %s",
         (me.node, me.instance),
+    )
+
+
+async def store_pause(
+    conn: psycopg.AsyncConnection[Any], job: str, paused: bool, node: str
+) -> None:
+    """Pause a job for the whole cluster (every node's claims of its slots are refused), or
+    resume it."""
+    if paused:
+        await conn.execute(
+            "INSERT INTO kron_paused (job, node) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (job, node),
+        )
+    else:
+        await conn.execute("DELETE FROM kron_paused WHERE job = %s", (job,))
+
+
+async def publish(
+    conn: psycopg.AsyncConnection[Any], me: Me, digest: str, jobs: Mapping[str, str]
+) -> None:
+    """This node's job set, for the other nodes' drift."""
+    await conn.execute(
+        "UPDATE kron_nodes SET digest = %s, jobs = %s WHERE node = %s AND instance = %s",
+        (digest, json.dumps(dict(jobs)), me.node, me.instance),
     )
