@@ -400,3 +400,51 @@ def test_forbid_holds_across_nodes_and_a_pause_on_one_node_stops_the_job_on_all(
     assert [s for s in ran if s in quiet] == []
     assert any(s > every_second(resume_done + 1, resume_done + 2)[0] for s in ran)
     assert _slot_records(cluster, jobs[1:], every_second(begin + 1, end - 2)) == {}
+
+
+@pytest.mark.timeout(120)
+def test_replace_stops_the_run_on_another_node_before_the_new_one_starts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    spans = tmp_path / "spans.txt"
+    cluster.write("kron.toml", settings())
+    cluster.write(
+        "swap.toml",
+        f"""
+        schedule = "*/2 * * * * *"
+        timezone = "UTC"
+        concurrency = "replace"
+        kill_grace = "2s"
+        shell = '''
+        echo "start $(date +%s.%N) $KRON_NODE $KRON_RUN_ID" >> {spans}
+        trap 'echo "end $(date +%s.%N) $KRON_NODE $KRON_RUN_ID" >> {spans}; exit 0' TERM
+        sleep 30 & wait
+        '''
+        """,
+    )
+    nodes = cluster.start("a", "b", "c")
+    wait_for(lambda: spans.exists() and spans.read_text().count("start") >= 6, "six runs of swap")
+    for node in nodes:
+        assert node.stop() == 0, node.text()
+    events = [line.split() for line in spans.read_text().splitlines()]
+    starts = sorted(float(e[1]) for e in events if e[0] == "start")
+    ends = sorted(float(e[1]) for e in events if e[0] == "end")
+    assert all(ends[i] <= starts[i + 1] for i in range(len(starts) - 1))
+    node_of = {e[3]: e[2] for e in events if e[0] == "start"}
+    replaced = cluster.rows(
+        """SELECT run_id, line->>'slot' FROM kron_records
+           WHERE job = 'swap' AND outcome = 'replaced' AND NOT late ORDER BY line->>'slot'"""
+    )
+    assert len(replaced) >= 4
+    started = dict(
+        cluster.rows(
+            "SELECT line->>'slot', run_id FROM kron_records WHERE job = 'swap' AND outcome = 'started'"
+        )
+    )
+    # The run that replaced each one ran on a node of its own: at least once another node.
+    pairs = []
+    for run_id, slot in replaced:
+        following = [s for s in started if s > slot]
+        if following:
+            pairs.append((node_of[run_id], node_of[started[min(following)]]))
+    assert any(old != new for old, new in pairs)

@@ -36,6 +36,7 @@ __all__ = [
     "launch_key",
     "rank",
     "still_held",
+    "sweep",
     "take_or_wait",
 ]
 
@@ -322,3 +323,21 @@ async def still_held(conn: Any, job: str, key: str, node: str) -> bool:
         "SELECT 1 FROM kron_live WHERE job = %s AND key = %s AND node = %s", (job, key, node)
     )
     return await cursor.fetchone() is not None
+
+
+# A claim is needed while a node may still try the same launch: minutes, for a slot caught up
+# after an outage. A day is plenty; each job's newest claim stays, for where it stands.
+CLAIMS_KEPT = "1 day"
+_SWEEP_LOCK = 0x6B726F6E + 1  # one node sweeps at a time; the others skip
+
+
+async def sweep(conn: Any) -> int:
+    """Delete claims older than CLAIMS_KEPT but each job's newest; return how many went."""
+    cursor = await conn.execute(
+        f"""WITH turn AS (SELECT pg_try_advisory_xact_lock(%s) AS mine)
+            DELETE FROM kron_claims c USING turn
+            WHERE turn.mine AND c.claimed_at < now() - interval '{CLAIMS_KEPT}'
+              AND c.slot < (SELECT max(m.slot) FROM kron_claims m WHERE m.job = c.job)""",
+        (_SWEEP_LOCK,),
+    )
+    return int(cursor.rowcount)

@@ -34,6 +34,7 @@ log = logging.getLogger("kron.cluster")
 _SLOTS = (Trigger.SCHEDULE, Trigger.CATCHUP)
 # How often a `replace` claim looks whether the run it stops has gone.
 _DISPLACE_POLL_S = 0.1
+_SWEEP_EVERY_S = 600.0  # old claims are deleted this often (by one node)
 
 
 def boottime() -> float:
@@ -304,6 +305,7 @@ class ClusterCoordinator:
 
     async def _beat_forever(self) -> None:
         last = time.monotonic()
+        swept = last
         while not self._closed:
             await asyncio.sleep(max(0.0, self.heartbeat_s - (time.monotonic() - last)))
             if time.monotonic() - last > 2 * self.heartbeat_s:
@@ -315,6 +317,9 @@ class ClusterCoordinator:
                 continue
             try:
                 await self._beat()
+                if time.monotonic() - swept > _SWEEP_EVERY_S:
+                    swept = time.monotonic()
+                    await self.db.run(lambda conn, _: claims.sweep(conn))
             except Unreachable:
                 continue
             except Exception:

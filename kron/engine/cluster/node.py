@@ -18,6 +18,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from kron import __version__
 from kron.engine.cluster.coordinator import ClusterCoordinator
 from kron.engine.cluster.database import Database, DatabaseError, Unreachable, database_url
@@ -105,6 +107,12 @@ class ClusterNode:
                 conn = await self.db.connect()
                 try:
                     applied = await migrate(conn)
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    raise DatabaseError(
+                        f"cannot check or create kron's tables: {exc.diag.message_primary}; "
+                        "the first start needs a role that may create them (docs/cluster.md, "
+                        "grants)"
+                    ) from None
                 finally:
                     await conn.close()
                 await self.db.open()
@@ -130,6 +138,9 @@ class ClusterNode:
             await self._read_standings(jobs)
         except Unreachable as exc:
             raise DatabaseError(f"the cluster database stopped answering at start: {exc}") from None
+        except psycopg.Error as exc:  # a grant missing, a table changed by hand
+            said = " ".join(str(exc).split())[:300]
+            raise DatabaseError(f"the cluster database refused this node's start: {said}") from None
         self.left = {launch.run_id: launch for launch in left}
         log.info(
             "cluster node %s joined (kron %s, %d jobs)%s",

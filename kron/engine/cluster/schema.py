@@ -125,13 +125,18 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     async with conn.transaction():
         # Held to the end of the transaction: a node starting beside this one waits here.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS kron_schema (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now(),
-                kron_version text NOT NULL
-            )"""
-        )
+        cursor = await conn.execute("SELECT to_regclass('kron_schema') IS NOT NULL")
+        found = await cursor.fetchone()
+        if not (found and found[0]):
+            # Only when missing: CREATE ... IF NOT EXISTS asks for the CREATE grant regardless,
+            # and a node's role need not have it (docs/cluster.md, grants).
+            await conn.execute(
+                """CREATE TABLE kron_schema (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    kron_version text NOT NULL
+                )"""
+            )
         cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM kron_schema")
         row = await cursor.fetchone()
         current = int(row[0]) if row else 0
