@@ -138,7 +138,7 @@ def burst(server: TempPostgres, nodes: int, jobs: int, name: str) -> dict[str, f
         for i in range(jobs):
             rig.write(
                 f"burst/j{i:04d}.toml",
-                f"schedule = \"{expr}\"\ntimezone = \"UTC\"\n"
+                f'schedule = "{expr}"\ntimezone = "UTC"\n'
                 f"shell = 'echo \"$(date +%s.%N) $KRON_JOB $KRON_NODE\" >> {rig.side}'\n",
             )
         say(f"burst on {nodes} node(s): {jobs} jobs at {slot:%H:%M:%S}")
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.destroy()
     print(f"claims of one instant, {args.jobs} jobs (median of {args.rounds}):")
-    print(f"  cluster batch          {cost['batch_ms']:9.2f} ms  ({cost['per_fire_ms']:.3f} ms per fire)")
+    per_fire = f"({cost['per_fire_ms']:.3f} ms per fire)"
+    print(f"  cluster batch          {cost['batch_ms']:9.2f} ms  {per_fire}")
     print(f"  cluster, one claim     {cost['single_ms']:9.2f} ms")
     print(f"  one host (in memory)   {cost['local_batch_ms']:9.2f} ms")
     print()
@@ -199,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         ("all_ms", "all started after (ms)"),
     ):
         print(f"  {label:<30} {one[key]:8.0f} {many[key]:9.0f}")
-    print(f"  {'distinct jobs / starts':<30} {one['distinct']:.0f}/{one['starts']:.0f}"
-          f" {many['distinct']:>5.0f}/{many['starts']:.0f}")
+    print(
+        f"  {'distinct jobs / starts':<30} {one['distinct']:.0f}/{one['starts']:.0f}"
+        f" {many['distinct']:>5.0f}/{many['starts']:.0f}"
+    )
     print(f"  {'smallest / largest node share':<30} {'-':>8} {many['share']:9.2f}")
     return 0
 

@@ -24,7 +24,9 @@ DEADLINE_S = 30.0
 # In the jobs' environment: what each run appends to the side file.
 SIDE_LINE = 'echo "$KRON_JOB $KRON_SLOT $KRON_NODE $KRON_TRIGGER $KRON_ATTEMPT $KRON_RUN_ID"'
 # Debian's libfaketime (package faketime), wherever the architecture puts it.
-FAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), Path("/nonexistent"))
+FAKETIME = next(
+    iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), Path("/nonexistent")
+)
 
 
 def settings(heartbeat: str = "500ms", dead_after: str = "3s", extra: str = "") -> str:
