@@ -448,3 +448,40 @@ def test_replace_stops_the_run_on_another_node_before_the_new_one_starts(
         if following:
             pairs.append((node_of[run_id], node_of[started[min(following)]]))
     assert any(old != new for old, new in pairs)
+
+
+@pytest.mark.timeout(120)
+def test_a_node_restarted_at_once_after_kill_9_takes_back_its_runs_and_stops_their_processes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "long.pid"
+    cluster.write("kron.toml", settings(dead_after="30s"))
+    cluster.write(
+        "long.toml",
+        f"""
+        schedule = "@manual"
+        shell = 'echo $$ > {pid_file}; {SIDE_LINE} >> {cluster.side}; exec sleep 60'
+        retry = {{ attempts = 2, delay = "1s" }}
+        """,
+    )
+    (first,) = cluster.start("a")
+    ran = first.cli("run", "long", "--json")
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the long run's pid")
+    child = int(pid_file.read_text())
+    first.kill()
+    pid_file.unlink()
+    # Well within dead_after: no other node would take the run; the node itself does.
+    again = first.start()
+    again.wait_started()
+    wait_for(lambda: not _pid_alive(child), "the orphaned run to be stopped")
+    abandoned = wait_for(lambda: _record_of(cluster, run_id, "abandoned"), "the abandoned record")
+    assert (abandoned[0]["node"], abandoned[0].get("late")) == ("a", None)
+    assert abandoned[0]["dead_node"] == "a"
+    wait_for(
+        lambda: [f for f in cluster.side_lines() if f[0] == "long" and f[4] == "2"],
+        "the next attempt",
+    )
+    assert again.stop() == 0
+    assert cluster.rows("SELECT count(*) FROM kron_live") == [(0,)]

@@ -170,6 +170,7 @@ class Runtime:
                     self.scheduler.fire(job.id, slot=now, trigger=Trigger.REBOOT)
         state.save_logged()
         if self.cluster is not None:
+            self.cluster.resume_left()
             self.cluster.start()
         return True
 

@@ -29,13 +29,12 @@ from kron.engine.cluster.reader import ClusterReader
 from kron.engine.cluster.schema import migrate
 from kron.engine.cluster.stats import ClusterStats
 from kron.engine.cluster.store import ClusterRecordStore
-from kron.engine.cluster.takeover import taken_record
 from kron.engine.scheduler import Scheduler
 from kron.engine.state import current_boot_id
 from kron.engine.store import FileRecordStore
 from kron.model.clock import Clock
 from kron.model.job import Job
-from kron.model.run import RunRecord, RunStarted, read_line
+from kron.model.run import RunEnded, RunRecord, RunStarted, read_line
 from kron.model.settings import ClusterSettings
 
 __all__ = ["ClusterNode"]
@@ -85,6 +84,7 @@ class ClusterNode:
             lease_of=self.coordinator.lease_of,
         )
         self.left: dict[str, Taken] = {}  # run id -> a launch an earlier daemon of this node left
+        self._resume: list[tuple[Taken, str, RunEnded | None]] = []  # once the jobs are armed
 
     @property
     def node(self) -> str:
@@ -139,8 +139,8 @@ class ClusterNode:
         except Unreachable as exc:
             raise DatabaseError(f"the cluster database stopped answering at start: {exc}") from None
         except psycopg.Error as exc:  # a grant missing, a table changed by hand
-            said = " ".join(str(exc).split())[:300]
-            raise DatabaseError(f"the cluster database refused this node's start: {said}") from None
+            why = " ".join(str(exc).split())[:300]
+            raise DatabaseError(f"the cluster database refused this node's start: {why}") from None
         self.left = {launch.run_id: launch for launch in left}
         log.info(
             "cluster node %s joined (kron %s, %d jobs)%s",
@@ -194,7 +194,8 @@ class ClusterNode:
         takeover = self.coordinator.takeover
         launch = self.left.pop(started.run_id, None)
         if launch is not None:
-            takeover.take(replace(launch, since=started.started_at), how)
+            launch = replace(launch, since=started.started_at)
+            self._resume.append((launch, how, takeover.record(launch, how)))
             return
         late = Taken(
             job=started.job,
@@ -210,14 +211,20 @@ class ClusterNode:
             since=started.started_at,
         )
         why = f"{how}; another node had recorded it abandoned already"
-        assert takeover.scheduler is not None
-        takeover.scheduler.emit(taken_record(late, why, at, late=True))
+        takeover.record(late, why, late=True)
 
     def take_left(self, how: str) -> None:
         """The rest of what the earlier daemon left (its files did not say: a lost write)."""
+        takeover = self.coordinator.takeover
         for launch in self.left.values():
-            self.coordinator.takeover.take(launch, how)
+            self._resume.append((launch, how, takeover.record(launch, how)))
         self.left.clear()
+
+    def resume_left(self) -> None:
+        """Once the jobs are armed: the next attempts of what the earlier daemon left."""
+        for launch, how, record in self._resume:
+            self.coordinator.takeover.resume(launch, how, record)
+        self._resume.clear()
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -80,18 +80,27 @@ class TakeOver:
             log.warning("job %s: run %s: %s", launch.job, launch.run_id, why)
             self.take(launch, why)
 
-    def take(self, launch: Taken, why: str, *, late: bool = False) -> RunEnded | None:
+    def take(self, launch: Taken, why: str) -> None:
         """Record a taken launch's running attempt abandoned (unless it was between attempts),
-        and resume its next attempt where the job has one left (`late`: the record is this
-        node's late word on its own run, which another node took; nothing is resumed)."""
+        and resume its next attempt where the job has one left."""
+        record = self.record(launch, why)
+        self.resume(launch, why, record)
+
+    def record(self, launch: Taken, why: str, *, late: bool = False) -> RunEnded | None:
+        """Record a taken launch's running attempt abandoned (`late`: this node's late word on
+        its own run, which another node took)."""
+        if self.scheduler is None or not launch.running:
+            return None
+        record = taken_record(launch, why, self.clock.now(), late=late)
+        self.scheduler.emit(record)
+        return record
+
+    def resume(self, launch: Taken, why: str, record: RunEnded | None) -> None:
+        """Claim a taken launch's next attempt, where the job has one left."""
         scheduler = self.scheduler
         if scheduler is None:
-            return None
+            return
         at = self.clock.now()
-        record = None
-        if launch.running:
-            record = taken_record(launch, why, at, late=late)
-            scheduler.emit(record)
         js = scheduler.jobs.get(launch.job)
         if js is None:
             log.warning(
@@ -99,15 +108,13 @@ class TakeOver:
                 launch.job,
                 launch.node,
             )
-            return record
+            return
         policy = js.job.retry
-        if late or launch.attempt >= policy.attempts:
-            return record
+        if launch.attempt >= policy.attempts:
+            return
         waits = retry_timeline(policy)
         due = at + timedelta(seconds=waits[launch.attempt - 1]) if launch.running else at
-        last = record or taken_record(launch, why, at)
-        scheduler.resume(launch.job, last, at=due)
-        return record
+        scheduler.resume(launch.job, record or taken_record(launch, why, at), at=due)
 
     # -- the scheduler as a whole -----------------------------------------------------------
 
