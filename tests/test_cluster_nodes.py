@@ -281,6 +281,16 @@ def test_cut_connections_and_a_database_restart_never_double_a_slot_and_catch_up
             lambda: all(not n.status()["cluster"]["database"]["reachable"] for n in (a, b, c)),
             "every node to say the database is out of reach",
         )
+        refused = a.cli("pause", "none-00")
+        assert refused.returncode == 1
+        assert refused.stderr == (
+            "kron: the cluster database is out of reach: a pause or resume cannot be stored "
+            "now (kron status)\n"
+        )
+        local = a.cli("history", "none-00", "-n", "2", "--records-dir", str(a.records_dir))
+        assert local.returncode == 0
+        assert local.stderr.startswith("note: the cluster database is out of reach (")
+        assert len(local.stdout.splitlines()) == 3  # this node's own records still read
         time.sleep(max(0.0, down + 20 - time.time()))
     finally:
         postgres.start()

@@ -88,7 +88,10 @@ class ControlAPI:
             tags = parse_tags(request.query.get("tag", []))
             if not tags:
                 return Response.error(400, f"bulk {parts[0]} needs at least one tag=KEY=VALUE")
-            return Response.json(await self.bulk(parts[0], tags))
+            try:
+                return Response.json(await self.bulk(parts[0], tags))
+            except KronError as exc:  # a cluster node without its database
+                return Response.error(503, str(exc))
         if (
             post
             and len(parts) >= 3
@@ -103,7 +106,10 @@ class ControlAPI:
                 return Response.error(400, f"via names a front end (such as mcp), not {via!r}")
             if parts[-1] == "run":
                 return await self.run(job_id, wait=request.arg("wait") in ("1", "true"), via=via)
-            stored = self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
+            try:
+                stored = self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
+            except KronError as exc:  # a cluster node without its database
+                return Response.error(503, str(exc))
             if stored is not None:
                 await stored  # a cluster's database has it: every node will follow
             shown = self.view.job(job_id)

@@ -273,6 +273,11 @@ class Runtime:
     ) -> asyncio.Future[Any] | None:
         """Pause or resume a job's schedule; kept by the coordinator, so it survives restarts.
         In a cluster, the pause is stored in the database: await the answer to know it is."""
+        if self.cluster is not None and not self.cluster.db.reachable:
+            raise KronError(
+                "the cluster database is out of reach: a pause or resume cannot be stored now "
+                "(kron status)"
+            )
         self.coordinator.set_paused(job_id, paused)
         self.scheduler.set_paused(job_id, paused)
         if self.audit is not None:

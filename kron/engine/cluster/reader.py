@@ -27,13 +27,18 @@ class ClusterReader:
         self._timeout_s = timeout_s
 
     def _rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(
-            self._url,
-            autocommit=True,
-            connect_timeout=max(1, round(self._timeout_s)),
-            application_name="kron reader",
-        ) as conn:
-            return conn.execute(sql, params).fetchall()
+        """Raises KronError when the database does not answer (said without the URL)."""
+        try:
+            with psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=max(1, round(self._timeout_s)),
+                application_name="kron reader",
+            ) as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            said = " ".join(str(exc).split())[:300]
+            raise KronError(f"the cluster database is out of reach ({said})") from None
 
     def ping(self) -> None:
         self._rows("SELECT 1")
@@ -122,9 +127,5 @@ def reader_for(cluster: ClusterSettings) -> ClusterReader:
     from kron.engine.cluster.database import database_url
 
     reader = ClusterReader(database_url(cluster))
-    try:
-        reader.ping()
-    except psycopg.Error as exc:
-        said = " ".join(str(exc).split())[:300]
-        raise KronError(f"the cluster database is out of reach ({said})") from None
+    reader.ping()
     return reader

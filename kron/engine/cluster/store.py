@@ -18,19 +18,21 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from kron.engine.cluster.database import Database, Unreachable
 from kron.engine.cluster.reader import ClusterReader
 from kron.engine.store import FileRecordStore, Line, Standing
+from kron.model.errors import KronError
 from kron.model.job import Retention
 from kron.model.run import DeliveryNote, Outcome, RunEnded, RunRecord
 
 __all__ = ["ClusterRecordStore"]
 
 log = logging.getLogger("kron.cluster")
+T = TypeVar("T")
 MAX_QUEUED = 100_000  # lines kept for the database while it is out of reach; files keep all
 # A line waiting for the database: job, run id, outcome, when, its launch's lease key, fields.
 _Queued = tuple[str, str, str | None, datetime, str | None, dict[str, Any]]
@@ -283,19 +285,30 @@ class ClusterRecordStore:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _on_loop(self) -> bool:
-        return threading.get_ident() == self._loop_thread
+    def _reading(self) -> FileRecordStore | ClusterReader:
+        """This node's files on the loop (never wait on the network there), else the
+        cluster's table."""
+        return self.local if threading.get_ident() == self._loop_thread else self._reader
 
     def records(self, job_id: str) -> Iterator[Line]:
-        return self.local.records(job_id) if self._on_loop() else self._reader.records(job_id)
+        return iter(self._read(lambda store: list(store.records(job_id))))
 
     def recent(self, job_id: str) -> list[Line]:
-        return self.local.recent(job_id) if self._on_loop() else self._reader.recent(job_id)
+        return self._read(lambda store: store.recent(job_id))
 
     def last_terminal(self, job_id: str, outcome: Outcome | None = None) -> RunEnded | None:
-        if self._on_loop():
-            return self.local.last_terminal(job_id, outcome)
-        return self._reader.last_terminal(job_id, outcome)
+        return self._read(lambda store: store.last_terminal(job_id, outcome))
+
+    def _read(self, read: Callable[[FileRecordStore | ClusterReader], T]) -> T:
+        """A read of the cluster's table, or of this node's files when it does not answer."""
+        store = self._reading()
+        try:
+            return read(store)
+        except KronError as exc:
+            if store is self.local:
+                raise
+            log.warning("%s; reading this node's records instead", exc)
+            return read(self.local)
 
     def standing(self, job_id: str) -> Standing:
         return self.standings.get(job_id) or self.local.standing(job_id)
@@ -308,8 +321,9 @@ class ClusterRecordStore:
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        store = self.local if self._on_loop() else self._reader
-        return store.runs(job=job, outcome=outcome, since=since, limit=limit)
+        return self._read(
+            lambda store: store.runs(job=job, outcome=outcome, since=since, limit=limit)
+        )
 
     def find(self, run_id: str) -> list[Line]:
-        return self.local.find(run_id) if self._on_loop() else self._reader.find(run_id)
+        return self._read(lambda store: store.find(run_id))
