@@ -505,3 +505,38 @@ def test_claims_older_than_a_day_are_swept_but_each_jobs_newest(database: str) -
     with psycopg.connect(database) as conn:
         left = conn.execute("SELECT run_id FROM kron_claims ORDER BY run_id").fetchall()
     assert left == [("r3",), ("r4",)]
+
+
+@pytest.mark.timeout(90)
+def test_output_with_nul_bytes_reaches_the_clusters_table_and_frees_the_lease(
+    cluster: Cluster,
+) -> None:
+    cluster.write("kron.toml", settings())
+    cluster.write(
+        "nul.toml",
+        """
+        schedule = "* * * * * *"
+        timezone = "UTC"
+        shell = "printf 'a\\\\000b'"
+        """,
+    )
+    (node,) = cluster.start("a")
+    rows = wait_for(
+        lambda: (
+            len(
+                found := cluster.rows(
+                    "SELECT line->>'stdout' FROM kron_records WHERE job = 'nul' AND outcome = 'succeeded'"
+                )
+            )
+            >= 3
+            and found
+        ),
+        "three runs in the table",
+    )
+    assert {stdout for (stdout,) in rows} == {"a\ufffdb"}
+    # forbid: the next slots still ran, so each run's lease went with its record.
+    skipped = cluster.rows("SELECT count(*) FROM kron_records WHERE outcome = 'skipped'")
+    assert skipped == [(0,)]
+    assert node.stop() == 0
+    local = (node.records_dir / "nul.runs.jsonl").read_text()
+    assert '"stdout":"a\\u0000b"' in local

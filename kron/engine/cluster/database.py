@@ -38,6 +38,7 @@ T = TypeVar("T")
 Work = Callable[[psycopg.AsyncConnection[Any], bool], Awaitable[T]]
 
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_ROLLBACK_TRIES = 3  # a statement that loses a deadlock this many times in a row is an error
 # SQLSTATE classes that waiting does not cure: bad credentials, no such database or role.
 _FATAL_STATES = ("28", "3D")
 
@@ -201,8 +202,10 @@ class Database:
     async def run(self, work: Work[T], *, retry: bool = True) -> T:
         """Run `work(connection, retried)`; once more on a fresh connection if the first was
         cut, then raise Unreachable. `retried` tells work that its first try may have been
-        committed before the connection went."""
-        for retried in (False, True):
+        committed before the connection went. A statement that lost a deadlock is run again
+        (up to three times), and the database is not taken for out of reach."""
+        retried = False
+        for tries in range(_ROLLBACK_TRIES + 1):
             pool = self._pool
             if pool is None:
                 raise Unreachable(self.stats.last_error or "the database is out of reach")
@@ -210,6 +213,13 @@ class Database:
             try:
                 async with pool.connection(timeout=self.timeout_s) as conn:
                     result = await asyncio.wait_for(work(conn, retried), self.timeout_s)
+            except psycopg.errors.TransactionRollback as exc:
+                # A deadlock or a serialization failure: the database answers, the statement
+                # lost a race; try it again as it is (nothing of it was committed).
+                self.stats.error(_said(exc))
+                if tries == _ROLLBACK_TRIES:
+                    raise
+                continue
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout, TimeoutError) as exc:
                 self.stats.error(_said(exc))
                 if retried or not retry or isinstance(exc, psycopg_pool.PoolTimeout):
@@ -219,6 +229,7 @@ class Database:
                 # administrator's pg_terminate_backend): drop those before the second try.
                 with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
                     await pool.check()
+                retried = True
                 continue
             except psycopg.Error as exc:
                 self.stats.error(_said(exc))

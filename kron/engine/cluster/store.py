@@ -145,6 +145,7 @@ class ClusterRecordStore:
             outcome = None
             at = line.at if isinstance(line, DeliveryNote) else datetime.now(UTC)
         lease = self._lease_of(line.run_id) if terminal else None
+        data = _without_nul(data)  # jsonb cannot hold U+0000; the files keep it
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
             self._dropped += 1
@@ -210,8 +211,13 @@ class ClusterRecordStore:
                 self._wake.set()
                 continue
             except psycopg.Error:
-                # Dropped: a retry would fail the same way, and this node's files keep them.
-                log.exception("writing %d records to the cluster database failed", len(batch))
+                # One line the database refuses must not cost the others, nor leave leases
+                # held: line by line, the refused ones logged and left to this node's files.
+                try:
+                    await self._write_each(batch, released, finished)
+                except Unreachable:
+                    self._wake.set()
+                    continue
             for _ in batch:
                 self._queue.popleft()
             del self._released[:n_released]
@@ -250,6 +256,22 @@ class ClusterRecordStore:
                 "finished": finished,
             },
         )
+
+    async def _write_each(
+        self, batch: list[_Queued], released: list[str], finished: list[str]
+    ) -> None:
+        await self._db.run(functools.partial(self._write, [], released, finished))
+        for queued in batch:
+            try:
+                await self._db.run(functools.partial(self._write, [queued], [], []))
+            except psycopg.Error as exc:
+                log.error(
+                    "job %s: a record of run %s was refused by the cluster database (%s); this "
+                    "node's records file keeps it",
+                    queued[0],
+                    queued[1],
+                    " ".join(str(exc).split())[:200],
+                )
 
     # -- retention --------------------------------------------------------------------------
 
@@ -327,3 +349,18 @@ class ClusterRecordStore:
 
     def find(self, run_id: str) -> list[Line]:
         return self._read(lambda store: store.find(run_id))
+
+
+def _without_nul(data: dict[str, Any]) -> dict[str, Any]:
+    """The line with U+0000 in its strings replaced by U+FFFD (PostgreSQL's jsonb refuses it)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {k: clean(v) for k, v in data.items()}
