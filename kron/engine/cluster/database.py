@@ -175,7 +175,7 @@ class Database:
             self._url,
             kwargs=self._kwargs,
             min_size=1,
-            max_size=4,
+            max_size=8,  # claims of several ranks, the heartbeat, the writer, waits
             open=False,
             timeout=self.timeout_s,
             name="kron",
