@@ -40,6 +40,15 @@ if [ -n "$missing_shells" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing_shells >/dev/null
 fi
 
+# Debian's PostgreSQL for the cluster tests (they start a throwaway server themselves, as the
+# postgres user when run as root) and libfaketime for a node whose clock is off; with
+# KRON_REQUIRE_POSTGRES=1 a missing server fails those tests instead of skipping them.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql faketime >/dev/null
+fi
+export KRON_REQUIRE_POSTGRES=1
+
 # A private Docker engine for the docker tests (docker.io and busybox-static are installed when
 # missing); with KRON_REQUIRE_DOCKER=1 a missing engine fails those tests instead of skipping them.
 # shellcheck disable=SC1091

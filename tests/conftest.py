@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kron.cli.main import main
+
+if TYPE_CHECKING:
+    from tests.pg import TempPostgres
 
 
 @dataclass
@@ -62,3 +67,23 @@ def _no_real_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TempPostgres]:
+    """One real PostgreSQL for the session (tests/pg.py); each test takes a fresh database."""
+    from tests.pg import TempPostgres, require_postgres
+
+    server = TempPostgres(require_postgres())
+    server.start()
+    server.wait_ready()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def database(postgres: TempPostgres, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database of its own for this test."""
+    postgres.wait_ready()  # a test that stopped the server started it again
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    return postgres.fresh_database(name)

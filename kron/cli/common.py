@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kron.model.errors import UsageError
+from kron.model.errors import KronError, UsageError
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
+    from kron.engine.cluster.reader import ClusterReader
     from kron.engine.store import FileRecordStore
     from kron.service.control import ControlClient
 
@@ -80,13 +83,30 @@ def records_root(jobs_dir: Path, override: Path | None = None) -> Path:
     return settings.records_dir or jobs_dir
 
 
-def store_for(jobs_dir: Path, override: Path | None = None) -> FileRecordStore:
-    """The records of the jobs in `jobs_dir`, to read."""
+def store_for(
+    jobs_dir: Path, override: Path | None = None, *, err: TextIO | None = None
+) -> FileRecordStore | ClusterReader:
+    """The records of the jobs in `jobs_dir`, to read: a cluster's (kron.toml's `[cluster]`),
+    else the files. When the cluster's database does not answer, this node's files, with a
+    note on `err`."""
+    from kron.config.settings import load_settings
     from kron.engine.store import FileRecordStore
     from kron.model.clock import RealClock
 
-    root = records_root(jobs_dir, override)
-    return FileRecordStore(jobs_dir=root, records_dir=None, clock=RealClock())
+    settings, _ = load_settings(jobs_dir) if jobs_dir.is_dir() else (None, [])
+    root = override or (settings.records_dir if settings else None) or jobs_dir
+    files = FileRecordStore(jobs_dir=root, records_dir=None, clock=RealClock())
+    if settings is None or settings.cluster is None:
+        return files
+    from kron.engine.cluster.reader import reader_for
+
+    try:
+        reader: ClusterReader = reader_for(settings.cluster)
+    except KronError as exc:
+        if err is not None:
+            print(f"note: {exc}; reading this node's records in {root}", file=err)
+        return files
+    return reader
 
 
 def client_for(jobs_dir: Path) -> ControlClient:

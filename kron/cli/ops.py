@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+from pathlib import Path
 from typing import Any, TextIO
 
 from kron.cli.colour import colour_enabled
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             why = body.get("error") or "a run is still alive"
             print(f"kron run: {job_id}: skipped: {why}", file=err)
             return EXIT_BAD
+        _answer(status, body)
         if not args.wait:
             if args.json:
                 dump(body, out)
@@ -109,10 +111,23 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK if body.get("outcome") == "succeeded" else EXIT_BAD
     path = find_job_file(args.job, args.jobs_dir)
     jobs_dir = args.jobs_dir if is_within(path, args.jobs_dir) else path.parent
+    _refuse_outside_cluster(jobs_dir, reason)
     print(f"note: {reason}\nrunning in this process instead, until the run ends", file=err)
     record = asyncio.run(run_once(path, jobs_dir=jobs_dir))
     print_record(record, out, as_json=args.json, colour=colour_enabled(out, args.color))
     return EXIT_OK if record.get("outcome") == "succeeded" else EXIT_BAD
+
+
+def _refuse_outside_cluster(jobs_dir: Path, reason: str) -> None:
+    """A cluster's job runs on a node, claimed: never in this process beside the nodes."""
+    from kron.config.settings import load_settings
+
+    if jobs_dir.is_dir() and load_settings(jobs_dir)[0].cluster is not None:
+        raise KronError(
+            f"{reason}; this jobs directory is a cluster's ([cluster] in kron.toml), and a run "
+            "outside a node's daemon would not be claimed (it could run twice): run it where a "
+            "node's daemon answers"
+        )
 
 
 def _run_here(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -182,7 +197,63 @@ def status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for r in running:
             if r.get("stuck"):
                 print(f"  stuck: {r['job']} run {r['run_id']}: {r['stuck']}", file=out)
+    if "cluster" in body:
+        _print_cluster(body["cluster"], out)
     return EXIT_OK
+
+
+def _print_cluster(cluster: dict[str, Any], out: TextIO) -> None:
+    """The cluster part of `kron status`: this node, the database, every node and its drift."""
+    db = cluster["database"]
+    claims = cluster["claims"]
+    print(
+        f"cluster: node {cluster['node']}, job set {cluster['digest']}, "
+        f"claims won {claims['won']}, lost {claims['lost']}",
+        file=out,
+    )
+    if db["reachable"]:
+        print("database: reachable", file=out)
+    else:
+        print(
+            f"database: OUT OF REACH since {db['down_since'] or '?'} ({db['error']}); "
+            "nothing fires on this node until it answers",
+            file=out,
+        )
+    rows = [("NODE", "STATE", "VERSION", "HOST", "PID", "HEARTBEAT", "RUNNING", "JOB SET")]
+    drifted = []
+    for node in cluster["nodes"]:
+        rows.append(
+            (
+                node["node"],
+                node["state"],
+                node["version"],
+                node["host"],
+                str(node["pid"]),
+                f"{node['silent_s']:.1f}s ago",
+                str(node["running"]),
+                node["digest"] + (" (differs)" if node["drift"] else ""),
+            )
+        )
+        if node["drift"]:
+            drifted.append((node["node"], node["drift"]))
+    print(f"nodes: {len(cluster['nodes'])}", file=out)
+    print_table(rows, out, indent="  ")
+    for name, drift in drifted:
+        parts = [
+            f"{plural(len(drift[key]), 'job')} {what}: {_some(drift[key])}"
+            for key, what in (
+                ("differ", "defined differently"),
+                ("only_there", f"only on {name}"),
+                ("only_here", f"only on {cluster['node']}"),
+            )
+            if drift[key]
+        ]
+        print(f"drift: node {name} runs other job definitions: {'; '.join(parts)}", file=out)
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _tag_params(tags: list[str]) -> dict[str, Any]:

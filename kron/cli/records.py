@@ -51,13 +51,13 @@ def history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         names = [o.value for o in Outcome]
         hint = did_you_mean(args.outcome, names) or f"; outcomes: {', '.join(names)}"
         raise UsageError(f"--outcome: no outcome {args.outcome!r}{hint}") from None
-    store = store_for(args.jobs_dir, args.records_dir)
-    if args.job is not None and not store.path(args.job).exists():
+    store = store_for(args.jobs_dir, args.records_dir, err=err)
+    if args.job is not None and not store.has_job(args.job):
         # Records outlive their job file, so a job is known by either.
         known = sorted({*job_ids(args.jobs_dir), *store.job_ids()})
         if args.job not in known:
             raise UsageError(unknown_job(args.job, args.jobs_dir, known))
-    runs = store.runs(job=args.job, outcome=outcome, since=since)[: args.n]
+    runs = store.runs(job=args.job, outcome=outcome, since=since, limit=args.n)
     found = [
         r.to_json() | {"outcome": "running"}
         if isinstance(r, RunStarted) and outcome is None
@@ -99,7 +99,7 @@ def history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.model.run import DeliveryNote, RunRecord
 
-    lines = store_for(args.jobs_dir, args.records_dir).find(args.run_id)
+    lines = store_for(args.jobs_dir, args.records_dir, err=err).find(args.run_id)
     if not lines:
         print(f"kron show: no run {args.run_id!r}", file=err)
         return EXIT_BAD
@@ -108,7 +108,9 @@ def show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"kron show: {args.run_id!r} matches {len(ids)} runs; give more of the id", file=err)
         return EXIT_USAGE
     runs = [line for line in lines if isinstance(line, RunRecord)]
-    record = (runs[-1] if runs else lines[-1]).to_json()
+    # A late line (a node that had lost the run's lease, cluster mode) is never the result.
+    results = [line for line in runs if not line.late] or runs
+    record = (results[-1] if results else lines[-1]).to_json()
     deliveries = [line.to_json()["delivery"] for line in lines if isinstance(line, DeliveryNote)]
     if deliveries:
         record["deliveries"] = deliveries

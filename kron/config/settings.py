@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
@@ -19,7 +20,13 @@ from kron.model.errors import Problem, Severity, SpecError, ValueProblem, excerp
 from kron.model.job import ACTION_KEYS
 from kron.model.policy import Policy
 from kron.model.secrets import Secrets
-from kron.model.settings import DEFAULT_MAX_FILE_SIZE, AgentSettings, Settings, WebSettings
+from kron.model.settings import (
+    DEFAULT_MAX_FILE_SIZE,
+    AgentSettings,
+    ClusterSettings,
+    Settings,
+    WebSettings,
+)
 from kron.model.trust import Trust, refusals, secret_refusals
 from kron.model.units import format_size, parse_size
 
@@ -45,10 +52,14 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         doc = read_document(path, max_size=DEFAULT_MAX_FILE_SIZE)
     except SpecError as exc:
         return Settings(path=path), exc.problems
-    problems = problems_from_schema(doc, "kron", doc.data)
-    # A NUL character cannot be in a path or a name: records_dir, [defaults] env, anything.
-    problems += [doc.problem(pointer, NUL_MESSAGE) for pointer in nul_pointers(doc.data)]
     data = doc.data
+    secrets = _database_secrets(doc, data.get("cluster"))
+    said = {p.pointer for p in secrets}
+    problems = secrets + [
+        p for p in problems_from_schema(doc, "kron", data) if p.pointer not in said
+    ]
+    # A NUL character cannot be in a path or a name: records_dir, [defaults] env, anything.
+    problems += [doc.problem(pointer, NUL_MESSAGE) for pointer in nul_pointers(data)]
     if problems:
         return Settings(path=path), problems
     defaults = data.get("defaults", {})
@@ -97,6 +108,7 @@ def load_settings(jobs_dir: Path) -> tuple[Settings, list[Problem]]:
         ),
         agents=_agents(b, data.get("agents", {})),
         web=_web(b, jobs_dir, data),
+        cluster=_cluster(b, jobs_dir, data["cluster"]) if "cluster" in data else None,
     )
     return settings, Secrets.in_tables(defaults).mask_problems(problems + b.problems)
 
@@ -187,3 +199,67 @@ def _check_token_file(b: Builder, path: Path) -> None:
         return
     for refusal in secret_refusals(st, path, trust=Trust.current(), label=f"token file {path}"):
         b.problem(pointer, refusal)
+
+
+# Keys an operator may reach for to give the database URL in [cluster]; it is a secret.
+_URL_KEYS = ("url", "uri", "dsn", "conninfo", "database_url", "password")
+_LOOKS_LIKE_URL = re.compile(
+    r"^\s*postgres(?:ql)?://|(?:^|\s)(?:password|host|dbname|user)\s*=", re.I
+)
+
+
+def _database_secrets(doc: Document, table: Any) -> list[Problem]:
+    """A database URL (or password) written in [cluster]: refused, since kron.toml is committed
+    and secrets do not go in the repository."""
+    if not isinstance(table, Mapping):
+        return []
+    where = (
+        "put it in the environment variable named by `url_env` (default KRON_DATABASE_URL) or "
+        "in a file readable by the daemon's user only (mode 0600) named by `url_file`"
+    )
+    found = []
+    for key, value in table.items():
+        if key in _URL_KEYS:
+            found.append(
+                doc.problem(
+                    ["cluster", key],
+                    f"the database URL is a secret and kron.toml is committed: {where}",
+                )
+            )
+        elif isinstance(value, str) and _LOOKS_LIKE_URL.search(value):
+            found.append(
+                doc.problem(
+                    ["cluster", key],
+                    f"this looks like a database URL; `{key}` names where the URL is, it does not "
+                    f"hold it (secrets do not go in the repository): {where}",
+                )
+            )
+    return found
+
+
+def _cluster(b: Builder, jobs_dir: Path, table: Mapping[str, Any]) -> ClusterSettings:
+    """`[cluster]`; dead_after must leave room for a few heartbeats."""
+    heartbeat = b.duration(table, "heartbeat", timedelta(seconds=2), "cluster")
+    dead_after = b.duration(table, "dead_after", timedelta(seconds=10), "cluster")
+    if heartbeat <= timedelta(0):
+        b.problem(["cluster", "heartbeat"], "must be longer than 0s")
+        heartbeat = timedelta(seconds=2)
+    if dead_after < heartbeat * 2:
+        b.problem(
+            ["cluster", "dead_after"],
+            f"must be at least two heartbeats ({_seconds(heartbeat * 2)}); a node that misses "
+            "one heartbeat is not dead",
+        )
+        dead_after = max(dead_after, heartbeat * 2)
+    url_file = table.get("url_file")
+    return ClusterSettings(
+        url_env=table.get("url_env", "KRON_DATABASE_URL"),
+        url_file=(jobs_dir / Path(url_file).expanduser()) if url_file else None,
+        node=table.get("node"),
+        heartbeat=heartbeat,
+        dead_after=dead_after,
+    )
+
+
+def _seconds(span: timedelta) -> str:
+    return f"{span.total_seconds():g}s"

@@ -18,9 +18,9 @@ from kron.engine.coordinator import Claim, Coordinator
 from kron.engine.recovery import note_for
 from kron.engine.runs import Run
 from kron.model.clock import Clock
-from kron.model.job import Backoff, Job, RetryPolicy
+from kron.model.job import Backoff, Concurrency, Job, RetryPolicy
 from kron.model.policy import Policy
-from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, new_run_id
+from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, Trigger, new_run_id
 from kron.model.times import format_time
 
 __all__ = ["Attempts", "Execute", "classify", "retry_timeline", "retry_wait"]
@@ -89,7 +89,7 @@ class Attempts:
                 run.attempt = first + attempt.retry_state.attempt_number - 1
                 if attempt.retry_state.attempt_number > 1:
                     run.run_id = new_run_id()
-                ended = await self._attempt(run)
+                ended = await self._attempt(run, continues=run.attempt > first)
             if attempt.retry_state.outcome and not attempt.retry_state.outcome.failed:
                 attempt.retry_state.set_result(ended)
         return ended
@@ -104,14 +104,47 @@ class Attempts:
             sleeper.cancel()
             stopper.cancel()
 
-    async def _attempt(self, run: Run) -> RunEnded | None:
+    async def _attempt(self, run: Run, *, continues: bool = False) -> RunEnded | None:
+        """One attempt; None when it is not this daemon's to run or record.
+
+        Args:
+            continues: a later attempt of this run, which holds its lease already.
+        """
         job = run.job
         if run.stop_reason is not None:
             return self.end(run, run.stop_reason, ActionResult(error="stopped before it started"))
         run.state = RunState.QUEUED
-        if self._coordinator is not None and not await self._coordinator.claim(_claim(run)):
-            log.info("job %s: slot %s is another daemon's", job.id, format_time(run.slot))
-            return None
+        coordinator = self._coordinator
+        # Where runs hold leases that can be lost (a cluster); never asked on one host.
+        leases = coordinator if coordinator is not None and coordinator.cluster_wide else None
+        if coordinator is not None:
+            claim = _claim(run, continues=continues)
+            grant = await coordinator.claim(claim)
+            if not grant.won:
+                why = grant.why or "another daemon's"
+                log.debug("job %s: slot %s not run here: %s", job.id, format_time(run.slot), why)
+                return None
+            if grant.holder is not None:  # a live run of the job, on this node or another
+                replace = job.concurrency is Concurrency.REPLACE
+                # A catch-up slot waits its turn, as on one host (kron.engine.scheduler.fire).
+                if not replace and run.trigger is not Trigger.CATCHUP:
+                    where = f" on node {grant.holder_node}" if grant.holder_node else ""
+                    self.end(
+                        run,
+                        Outcome.SKIPPED,
+                        ActionResult(
+                            error=f"run {grant.holder}{where} is still alive (concurrency = forbid)"
+                        ),
+                    )
+                    return None  # as on one host: a skipped slot is a record, not a run
+                if replace:
+                    log.info("job %s: replacing run %s with a new run", job.id, grant.holder)
+                if not await coordinator.take_turn(claim, grant, run.stop_event, replace=replace):
+                    return self.end(
+                        run,
+                        run.stop_reason or Outcome.CANCELLED,
+                        ActionResult(error="stopped while waiting for the run before it"),
+                    )
         limit = self.limit
         if limit is not None and not await self._acquire(run, limit):
             return self.end(
@@ -120,10 +153,14 @@ class Attempts:
                 ActionResult(error="stopped while queued for max_concurrent"),
             )
         try:
+            if leases is not None and (lost := await leases.confirm(run.run_id)) is not None:
+                return self.end(
+                    run, Outcome.ABANDONED, ActionResult(error=f"not started: {lost}"), late=lost
+                )
             run.state = RunState.RUNNING
             run.started_at = self._clock.now()
-            if self._coordinator is not None:
-                self._coordinator.hold(run.run_id)
+            if coordinator is not None:
+                coordinator.hold(run.run_id)
             self._emit(
                 RunStarted(
                     run_id=run.run_id,
@@ -143,12 +180,16 @@ class Attempts:
                 on_spawn=lambda pid: self._spawned(run, pid),
                 policy=self.policy,
             )
-            return self.end(run, classify(job, result, run.stop_reason), result)
+            outcome = classify(job, result, run.stop_reason)
+            # A node frozen or cut off past dead_after may have lost the run to a survivor,
+            # which recorded it abandoned: this record is then kept as late, never its result.
+            lost = await leases.confirm(run.run_id) if leases is not None else None
+            return self.end(run, outcome, result, late=lost)
         finally:
             if limit is not None:
                 limit.release()
-            if self._coordinator is not None:
-                self._coordinator.release(run.run_id)
+            if coordinator is not None:
+                coordinator.release(run.run_id)
 
     def _spawned(self, run: Run, pid: int) -> None:
         """The run's process group started: note where it is, for a daemon after a crash."""
@@ -168,8 +209,17 @@ class Attempts:
         acquire.cancel()
         return False
 
-    def end(self, run: Run, outcome: Outcome, result: ActionResult) -> RunEnded:
-        """Record the end of the run's current attempt (the result is masked already)."""
+    def end(
+        self, run: Run, outcome: Outcome, result: ActionResult, *, late: str | None = None
+    ) -> RunEnded:
+        """Record the end of the run's current attempt (the result is masked already).
+
+        Args:
+            late: how this daemon lost the run's lease, when it did (cluster mode).
+        """
+        output = result.output()
+        if late is not None:
+            output["extra"] = {**output["extra"], "late": True, "lease_lost": late}
         ended = RunEnded(
             run_id=run.run_id,
             job=run.job.id,
@@ -181,7 +231,7 @@ class Attempts:
             ended_at=self._clock.now(),
             config_sha=run.job.config_sha,
             upstream=run.upstream,
-            **result.output(),
+            **output,
         )
         run.last = ended
         self._emit(ended)
@@ -214,13 +264,17 @@ class _Shifted(tenacity.wait.wait_base):
         return float(self._wait(shifted))
 
 
-def _claim(run: Run) -> Claim:
+def _claim(run: Run, *, continues: bool) -> Claim:
     return Claim(
         job=run.job.id,
         slot=run.slot,
         trigger=run.trigger,
         attempt=run.attempt,
         upstream=run.upstream,
+        run_id=run.run_id,
+        config_sha=run.job.config_sha,
+        exclusive=run.job.concurrency is not Concurrency.ALLOW,
+        continues=continues,
     )
 
 

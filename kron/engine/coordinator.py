@@ -2,13 +2,17 @@
 
 `Coordinator` is the seam. On one host (`LocalCoordinator`) the jobs directory's lock makes this
 daemon the only one, so every claim is granted, a lease needs no renewing, and pauses are kept
-in kron's state file. A cluster's coordinator answers the same questions from its database.
+in kron's state file. A cluster's coordinator (kron.engine.cluster) answers the same questions
+from its database: a claim is won by one node, overlap (`forbid`, `replace`) is decided across
+nodes at the claim, and a run's lease can be lost to a node that found this one dead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,9 +21,18 @@ from typing import Protocol
 from kron import __version__
 from kron.engine.state import State
 from kron.model.errors import KronError
-from kron.model.run import HOST, Trigger
+from kron.model.run import HOST, RunEnded, Trigger
 
-__all__ = ["AlreadyRunning", "Claim", "Coordinator", "JobsDirLock", "LocalCoordinator", "Peer"]
+__all__ = [
+    "GRANTED",
+    "AlreadyRunning",
+    "Claim",
+    "Coordinator",
+    "Grant",
+    "JobsDirLock",
+    "LocalCoordinator",
+    "Peer",
+]
 
 
 class AlreadyRunning(KronError):
@@ -35,6 +48,26 @@ class Claim:
     trigger: Trigger
     attempt: int = 1
     upstream: str | None = None  # the run that triggered it, for a `dependency` launch
+    run_id: str = ""  # the run that carries it
+    config_sha: str = ""
+    lease: bool = True  # a live run follows; False: the record of a slot that does not run
+    exclusive: bool = False  # concurrency forbid or replace: one live run of the job at a time
+    continues: bool = False  # a later attempt of a run that holds its lease already
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Grant:
+    """The answer to a claim."""
+
+    won: bool
+    # A live run of the job that keeps an exclusive claim (forbid, replace) from starting: the
+    # claim is won (the slot is this daemon's to decide), the run is not started.
+    holder: str | None = None
+    holder_node: str | None = None
+    why: str | None = None  # why it was not won: another node's, or no database
+
+
+GRANTED = Grant(won=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +78,12 @@ class Peer:
     version: str
     pid: int
     started_at: datetime | None = None
+    host: str = ""
+    heartbeat_at: datetime | None = None  # its last heartbeat, in the database's time
+    silent_s: float = 0.0  # seconds since that heartbeat, as the database counts them
+    alive: bool = True
+    running: int = 0  # its live runs
+    digest: str = ""  # of its job set: job ids and config_sha
 
 
 class Coordinator(Protocol):
@@ -55,8 +94,35 @@ class Coordinator(Protocol):
         """This daemon's name among its peers."""
         ...
 
-    async def claim(self, claim: Claim) -> bool:
+    @property
+    def cluster_wide(self) -> bool:
+        """Whether other daemons serve the same jobs: then overlap (`forbid`, `replace`) is
+        decided at the claim, and slots that did not run are recorded only once claimed."""
+        ...
+
+    async def claim(self, claim: Claim) -> Grant:
         """Whether this daemon may launch `claim` (exactly one daemon is told yes)."""
+        ...
+
+    async def take_turn(
+        self, claim: Claim, grant: Grant, stop: asyncio.Event, *, replace: bool
+    ) -> bool:
+        """Wait for the run holding the job (`grant.holder`, on any daemon) to end, asking it to
+        stop when `replace`; then take its place. False when `stop` was set first."""
+        ...
+
+    async def confirm(self, run_id: str) -> str | None:
+        """None while this daemon still holds the run's lease; else how it lost it (its record
+        is then late, never the run's result)."""
+        ...
+
+    def finish(self, run_id: str) -> None:
+        """The run made its last attempt: its lease goes."""
+        ...
+
+    def record_once(self, ended: RunEnded, write: Callable[[RunEnded], None]) -> None:
+        """`write(ended)`, the record of a slot or an attempt that did not run (missed), once
+        this daemon may: in a cluster, once it claimed it, so that it is recorded once."""
         ...
 
     def hold(self, run_id: str) -> None:
@@ -120,8 +186,26 @@ class LocalCoordinator:
     def node(self) -> str:
         return HOST
 
-    async def claim(self, claim: Claim) -> bool:
-        return True
+    @property
+    def cluster_wide(self) -> bool:
+        return False
+
+    async def claim(self, claim: Claim) -> Grant:
+        return GRANTED
+
+    async def take_turn(
+        self, claim: Claim, grant: Grant, stop: asyncio.Event, *, replace: bool
+    ) -> bool:
+        return True  # never asked: on one host the scheduler decides overlap itself
+
+    async def confirm(self, run_id: str) -> str | None:
+        return None
+
+    def finish(self, run_id: str) -> None:
+        pass
+
+    def record_once(self, ended: RunEnded, write: Callable[[RunEnded], None]) -> None:
+        write(ended)
 
     def hold(self, run_id: str) -> None:
         pass

@@ -220,6 +220,8 @@ def last_terminal(
         record = _parse(raw)
         found = record.get("outcome") if record else None
         if record is not None and found in _TERMINAL and outcome in (None, found):
+            if record.get("late"):
+                continue  # kept, but never a run's result (cluster mode: a lost lease)
             return record
     return None
 

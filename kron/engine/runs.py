@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import signal
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kron.model.job import Job
 from kron.model.run import Outcome, RunEnded, RunState, Trigger, new_run_id
 
-__all__ = ["JobState", "Run"]
+__all__ = ["JobState", "Run", "stop_runs"]
+
+log = logging.getLogger("kron.runner")
 
 
 @dataclass(eq=False, kw_only=True)
@@ -69,3 +75,25 @@ class JobState:
     @property
     def alive(self) -> list[Run]:
         return [r for r in self.runs if r.state is not RunState.DONE]
+
+
+async def stop_runs(runs: list[Run], grace: timedelta) -> None:
+    """Stop every run (recorded `cancelled`), wait up to `grace`, SIGKILL the process groups
+    of those still alive (a shutdown)."""
+    for run in runs:
+        run.stop(Outcome.CANCELLED)
+    tasks = [r.task for r in runs if r.task]
+    if not tasks:
+        return
+    log.info("stopping %d running run(s); waiting up to %s", len(tasks), grace)
+    _, pending = await asyncio.wait(tasks, timeout=grace.total_seconds())
+    if not pending:
+        return
+    for run in runs:
+        if run.task in pending and run.pgid:
+            log.warning(
+                "job %s: run %s still alive after shutdown grace; SIGKILL", run.job.id, run.run_id
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pgid, signal.SIGKILL)
+    await asyncio.wait(pending, timeout=10)

@@ -7,12 +7,9 @@ due is kron.engine.slots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
-import os
-import signal
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,14 +18,21 @@ from kron.actions.base import ActionResult
 from kron.actions.dispatch import execute
 from kron.engine.attempts import Attempts, Execute
 from kron.engine.coordinator import Coordinator
-from kron.engine.runs import JobState, Run
-from kron.engine.slots import LATE_TOLERANCE, RANGE_NOTE, NextFires, due_slots
+from kron.engine.runs import JobState, Run, stop_runs
+from kron.engine.slots import (
+    LATE_TOLERANCE,
+    NextFires,
+    catchup_choice,
+    due_slots,
+    missed_records,
+    passed_unrun,
+    slot_record,
+)
 from kron.model.clock import Clock
-from kron.model.job import Catchup, Concurrency, Job
+from kron.model.job import Concurrency, Job
 from kron.model.policy import Policy
-from kron.model.run import Event, Outcome, RunEnded, RunState, Trigger, new_run_id
+from kron.model.run import Event, Outcome, RunEnded, RunState, Trigger
 from kron.model.schedule import Schedule, jitter_offset
-from kron.model.times import format_time
 
 __all__ = ["Scheduler"]
 
@@ -58,6 +62,11 @@ class Scheduler:
         """
         self._clock = clock
         self._on_queue = on_queue
+        self._coordinator = coordinator
+        # Other daemons serve the same jobs: overlap is decided at the claim, across them, and
+        # a slot that does not run is recorded once claimed.
+        self._cluster = coordinator is not None and coordinator.cluster_wide
+        self._held = False  # fire nothing: the cluster's database is out of reach
         self._attempts = Attempts(
             clock=clock,
             execute=execute_action,
@@ -216,6 +225,10 @@ class Scheduler:
     async def run_forever(self) -> None:
         """Sleep until the earliest fire, handle what is due, repeat until stop()."""
         while not self._stopping:
+            if self._held:
+                self._wake.clear()
+                await self._sleep(None)
+                continue
             now = self._clock.now()
             self._due_memo.clear()  # valid for one `now` only
             while self._heap and self._heap[0][0] <= now:
@@ -271,28 +284,9 @@ class Scheduler:
         if not missed and earlier is None:
             return
         job = js.job
-        fresh = [
-            s for s in missed if job.starting_deadline is None or now - s <= job.starting_deadline
-        ]
-        if job.catchup is Catchup.LAST:
-            chosen = fresh[-1:]
-        elif job.catchup is Catchup.ALL:
-            chosen = fresh[-job.catchup_max :]
-        else:
-            chosen = []
-        why = f"not run: the daemon was down or the clock jumped (catchup = {job.catchup.value})"
-        if earlier is not None:
-            first = missed[0] if missed else now
-            self._record_slot(
-                job,
-                earlier,
-                Outcome.MISSED,
-                now,
-                f"{why}; {RANGE_NOTE} {format_time(first)}",
-            )
-        for slot in missed:
-            if slot not in chosen:
-                self._record_slot(job, slot, Outcome.MISSED, now, why)
+        chosen = catchup_choice(job, missed, now)
+        for ended in missed_records(job, missed, chosen, now, earlier=earlier):
+            self.record(ended)
         if chosen:
             js.cursor = max(js.cursor, chosen[-1])
             # All through the kept queue, the first too: a crash before a slot's run is
@@ -312,22 +306,18 @@ class Scheduler:
         trigger: Trigger = Trigger.SCHEDULE,
         upstream: str | None = None,
     ) -> RunEnded:
-        """Record a slot that did not run (missed, skipped); return the record."""
-        ended = RunEnded(
-            run_id=new_run_id(),
-            job=job.id,
-            slot=slot,
-            trigger=trigger,
-            upstream=upstream,
-            attempt=1,
-            outcome=outcome,
-            started_at=None,
-            ended_at=now,
-            config_sha=job.config_sha,
-            error=why,
-        )
+        """Record a slot that did not run (skipped); return the record."""
+        ended = slot_record(job, slot, outcome, now, why, trigger=trigger, upstream=upstream)
         self._emit(ended)
         return ended
+
+    def record(self, ended: RunEnded) -> None:
+        """Record a slot or an attempt that did not run (missed); in a cluster, only once this
+        daemon has claimed it, so that the cluster records it once."""
+        if self._coordinator is None:
+            self._emit(ended)
+        else:
+            self._coordinator.record_once(ended, self._emit)
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -349,6 +339,8 @@ class Scheduler:
             js.catchup.append((slot, trigger))
             self._queue_changed(js)
             return None
+        if self._cluster:
+            alive = []  # overlap is decided at the claim, with the runs of every node
         if alive and job.concurrency is Concurrency.FORBID:
             self._record_slot(
                 job,
@@ -398,6 +390,8 @@ class Scheduler:
             js.runs.discard(run)
             if run.trigger is Trigger.CATCHUP:
                 self._queue_changed(js)  # its record is written: it leaves the kept queue
+            if self._coordinator is not None:
+                self._coordinator.finish(run.run_id)
         if ended is None:  # another daemon runs this slot
             self._next_catchup(js)
             return None
@@ -440,6 +434,32 @@ class Scheduler:
         if self._on_queue is not None:
             self._on_queue(js.job.id, list(js.catchup))
 
+    # -- the cluster's database out of reach ---------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Fire nothing until unhold(): no claim can be made, and a slot is skipped rather than
+        run twice."""
+        self._held = True
+        self._wake.set()
+
+    def unhold(self, unclaimed: Mapping[str, list[datetime]]) -> None:
+        """Fire again. The slots that came due while held, and those whose claims failed
+        (`unclaimed`, by job), were run by no node: each job's catch-up policy decides them,
+        as after downtime; their claims make that once across the cluster."""
+        self._held = False
+        now = self._clock.now()
+        for js in list(self._jobs.values()):
+            if js.job.enabled and not js.paused:
+                missed, earlier, cursor = passed_unrun(js.job, js.cursor, now, unclaimed)
+                self.handle_missed(js, missed, now, earlier=earlier)
+                js.cursor, js.generation = max(js.cursor, cursor), js.generation + 1
+                self._arm(js)
+        self._wake.set()
+
     # -- stopping ---------------------------------------------------------------------------
 
     def cancel(self, run_id: str) -> Run | None:
@@ -461,21 +481,4 @@ class Scheduler:
         runs = self.running()
         for js in self._jobs.values():
             js.catchup.clear()
-        for run in runs:
-            run.stop(Outcome.CANCELLED)
-        tasks = [r.task for r in runs if r.task]
-        if not tasks:
-            return
-        log.info("stopping %d running run(s); waiting up to %s", len(tasks), grace)
-        _, pending = await asyncio.wait(tasks, timeout=grace.total_seconds())
-        if pending:
-            for run in runs:
-                if run.task in pending and run.pgid:
-                    log.warning(
-                        "job %s: run %s still alive after shutdown grace; SIGKILL",
-                        run.job.id,
-                        run.run_id,
-                    )
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(run.pgid, signal.SIGKILL)
-            await asyncio.wait(pending, timeout=10)
+        await stop_runs(runs, grace)

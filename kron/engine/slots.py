@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from kron.model.schedule import Schedule, ScheduleKind
+from kron.model.job import Catchup, Job
+from kron.model.run import Outcome, RunEnded, Trigger, new_run_id
+from kron.model.schedule import Schedule, ScheduleKind, jitter_offset
+from kron.model.times import format_time
 
-__all__ = ["LATE_TOLERANCE", "MAX_MISSED_LISTED", "RANGE_NOTE", "NextFires", "due_slots"]
+__all__ = [
+    "LATE_TOLERANCE",
+    "MAX_MISSED_LISTED",
+    "RANGE_NOTE",
+    "NextFires",
+    "catchup_choice",
+    "due_slots",
+    "missed_records",
+    "passed_unrun",
+    "slot_record",
+]
 
 # A slot is run on schedule when the daemon wakes for it no later than this; a slot found
 # later than that (a stalled or suspended host, a forward clock step) counts as missed and
@@ -67,3 +81,72 @@ def due_slots(
         earlier = earlier or slots[0]
         slots = slots[-MAX_MISSED_LISTED:]
     return slots, earlier
+
+
+def passed_unrun(
+    job: Job, cursor: datetime, now: datetime, unclaimed: Mapping[str, list[datetime]]
+) -> tuple[list[datetime], datetime | None, datetime]:
+    """The slots that passed unrun while a cluster node could not claim: those due since
+    `cursor`, and those whose claims failed; the first slot summed up before them, if any; and
+    the job's cursor once they are decided."""
+    horizon = now - jitter_offset(job.id, job.jitter)
+    slots, earlier = due_slots(job.schedule, cursor, horizon)
+    missed = sorted({*slots, *unclaimed.get(job.id, ())})
+    return missed, earlier, max(missed[-1], cursor) if missed else max(cursor, horizon)
+
+
+def catchup_choice(job: Job, missed: list[datetime], now: datetime) -> list[datetime]:
+    """Which missed slots the job's catch-up policy runs (younger than starting_deadline)."""
+    fresh = [s for s in missed if job.starting_deadline is None or now - s <= job.starting_deadline]
+    if job.catchup is Catchup.LAST:
+        return fresh[-1:]
+    if job.catchup is Catchup.ALL:
+        return fresh[-job.catchup_max :]
+    return []
+
+
+def missed_records(
+    job: Job,
+    missed: list[datetime],
+    chosen: list[datetime],
+    now: datetime,
+    *,
+    earlier: datetime | None = None,
+) -> list[RunEnded]:
+    """The `missed` records of the slots the catch-up policy does not run (and one for those
+    before `earlier`, summed up)."""
+    why = f"not run: the daemon was down or the clock jumped (catchup = {job.catchup.value})"
+    found = []
+    if earlier is not None:
+        first = missed[0] if missed else now
+        until = f"{why}; {RANGE_NOTE} {format_time(first)}"
+        found.append(slot_record(job, earlier, Outcome.MISSED, now, until))
+    taken = set(chosen)
+    found += [slot_record(job, s, Outcome.MISSED, now, why) for s in missed if s not in taken]
+    return found
+
+
+def slot_record(
+    job: Job,
+    slot: datetime,
+    outcome: Outcome,
+    now: datetime,
+    why: str,
+    *,
+    trigger: Trigger = Trigger.SCHEDULE,
+    upstream: str | None = None,
+) -> RunEnded:
+    """The record of a slot that did not run (missed, skipped)."""
+    return RunEnded(
+        run_id=new_run_id(),
+        job=job.id,
+        slot=slot,
+        trigger=trigger,
+        upstream=upstream,
+        attempt=1,
+        outcome=outcome,
+        started_at=None,
+        ended_at=now,
+        config_sha=job.config_sha,
+        error=why,
+    )

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kron.engine import records
 from kron.model.clock import Clock
@@ -94,9 +94,11 @@ class RecordStore(Protocol):
         job: str | None = None,
         outcome: Outcome | None = None,
         since: datetime | None = None,
+        limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first: each run's final record, or its started
-        record while it runs."""
+        """Runs matching the filters, newest first (at most `limit`): each run's final record,
+        or its started record while it runs. A late record (cluster mode) is never a run's
+        final record."""
         ...
 
     def find(self, run_id: str) -> list[Line]:
@@ -198,16 +200,19 @@ class FileRecordStore:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, line: Line) -> None:
-        path = self.path(line.job)
+        self.write(line.job, line.to_json(), terminal=isinstance(line, RunEnded))
+
+    def write(self, job_id: str, data: dict[str, Any], *, terminal: bool) -> None:
+        """Append one record, given as its line's fields (`append` of a typed record)."""
+        path = self.path(job_id)
         try:
-            records.append(path, line.to_json())
+            records.append(path, data)
         except OSError as exc:
             self.failures.failed(path, exc)
             return
-        terminal = isinstance(line, RunEnded)
         self.failures.succeeded(path, terminal=terminal)
         if terminal:
-            self._count(line.job)
+            self._count(job_id)
 
     def set_retention(self, job_id: str, retention: Retention | None) -> None:
         if retention is None:
@@ -248,6 +253,10 @@ class FileRecordStore:
         task.add_done_callback(self._tasks.discard)
 
     # -- reading ----------------------------------------------------------------------------
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether the job has records here."""
+        return self.path(job_id).exists()
 
     def job_ids(self) -> list[str]:
         """The jobs that have records here (a removed job's records stay)."""
@@ -292,6 +301,7 @@ class FileRecordStore:
         job: str | None = None,
         outcome: Outcome | None = None,
         since: datetime | None = None,
+        limit: int | None = None,
     ) -> list[RunRecord]:
         paths = [self.path(job)] if job is not None else list(records.record_files(self.root))
         found: dict[str, RunRecord] = {}
@@ -303,10 +313,11 @@ class FileRecordStore:
                     continue  # a delivery note
                 if since is not None and _when(line) < since:
                     break
-                found.setdefault(line.run_id, line)
+                if not line.late:
+                    found.setdefault(line.run_id, line)
         selected = [r for r in found.values() if outcome is None or r.outcome is outcome]
         selected.sort(key=_when, reverse=True)
-        return selected
+        return selected[:limit] if limit is not None else selected
 
     def find(self, run_id: str) -> list[Line]:
         matches: dict[str, list[Line]] = {}

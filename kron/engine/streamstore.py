@@ -81,6 +81,7 @@ class StreamRecordStore:
         job: str | None = None,
         outcome: Outcome | None = None,
         since: datetime | None = None,
+        limit: int | None = None,
     ) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
         for line in reversed(self._lines):  # newest first: a run's final line wins
@@ -93,7 +94,7 @@ class StreamRecordStore:
             and (since is None or _when(record) >= since)
         ]
         chosen.sort(key=_when, reverse=True)
-        return chosen
+        return chosen[:limit] if limit is not None else chosen
 
     def find(self, run_id: str) -> list[Line]:
         return [line for line in self._lines if line.run_id.startswith(run_id)]

@@ -137,6 +137,13 @@ class RunRecord(Output):
     config_sha: str
     upstream: str | None = None
     host: str = HOST
+    node: str | None = None  # the cluster node that wrote it (cluster mode only)
+
+    @property
+    def late(self) -> bool:
+        """Written by a node that had lost the run's lease (frozen, cut off): kept, but never
+        the run's result (docs/cluster.md)."""
+        return bool(self.extra.get("late"))
 
     @property
     def duration_s(self) -> float | None:
@@ -175,6 +182,8 @@ class RunStarted(RunRecord):
             "host": self.host,
             "daemon_pid": self.daemon_pid,
         }
+        if self.node:
+            line["node"] = self.node
         if self.upstream:
             line["upstream"] = self.upstream
         return line
@@ -201,6 +210,8 @@ class RunEnded(RunRecord):
             "pid": self.pid,
         }
         line.update(self.extra)
+        if self.node:
+            line["node"] = self.node
         if self.upstream:
             line["upstream"] = self.upstream
         return line
@@ -265,7 +276,7 @@ class DeliveryNote:
 _KNOWN = frozenset(
     {"v", "run_id", "job", "slot", "trigger", "attempt", "outcome", "started_at", "ended_at"}
     | {"duration_s", "exit_code", "signal", "stdout", "stderr", "truncated", "error"}
-    | {"config_sha", "host", "pid", "daemon_pid", "upstream"}
+    | {"config_sha", "host", "pid", "daemon_pid", "upstream", "node"}
 )
 
 
@@ -294,6 +305,7 @@ def _run(line: Mapping[str, Any]) -> RunRecord:
         "config_sha": str(line.get("config_sha") or ""),
         "upstream": line.get("upstream"),
         "host": str(line.get("host") or ""),
+        "node": line["node"] if isinstance(line.get("node"), str) else None,
     }
     started = line.get("started_at")
     if outcome is Outcome.STARTED:

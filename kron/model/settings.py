@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from kron.model.policy import Policy
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "AgentSettings", "Settings", "WebSettings"]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "AgentSettings", "ClusterSettings", "Settings", "WebSettings"]
 
 DEFAULT_MAX_FILE_SIZE = 1024 * 1024
 _NO_POLICY = Policy()  # shared: every Settings without [policy] holds the same one
@@ -43,6 +43,21 @@ _READ_ONLY_WEB = WebSettings()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterSettings:
+    """`[cluster]`: several nodes run one job set, coordinated by a PostgreSQL database.
+
+    The database URL itself is never here (kron.toml is committed): it is read from the
+    environment variable `url_env`, or from the file `url_file` (mode 0600).
+    """
+
+    url_env: str = "KRON_DATABASE_URL"
+    url_file: Path | None = None
+    node: str | None = None  # None: $KRON_NODE, else the host name
+    heartbeat: timedelta = timedelta(seconds=2)
+    dead_after: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Runner settings from kron.toml; defaults apply when the file is absent."""
 
@@ -66,3 +81,4 @@ class Settings:
     policy: Policy = _NO_POLICY
     agents: AgentSettings = _NO_AGENTS
     web: WebSettings = _READ_ONLY_WEB
+    cluster: ClusterSettings | None = None  # None: one host, files only

@@ -14,6 +14,7 @@ Endpoints (all under /v1; job ids keep their slashes):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -87,7 +88,10 @@ class ControlAPI:
             tags = parse_tags(request.query.get("tag", []))
             if not tags:
                 return Response.error(400, f"bulk {parts[0]} needs at least one tag=KEY=VALUE")
-            return Response.json(self.bulk(parts[0], tags))
+            try:
+                return Response.json(await self.bulk(parts[0], tags))
+            except KronError as exc:  # a cluster node without its database
+                return Response.error(503, str(exc))
         if (
             post
             and len(parts) >= 3
@@ -102,7 +106,12 @@ class ControlAPI:
                 return Response.error(400, f"via names a front end (such as mcp), not {via!r}")
             if parts[-1] == "run":
                 return await self.run(job_id, wait=request.arg("wait") in ("1", "true"), via=via)
-            self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
+            try:
+                stored = self.ops.set_paused(job_id, parts[-1] == "pause", via=via)
+            except KronError as exc:  # a cluster node without its database
+                return Response.error(503, str(exc))
+            if stored is not None:
+                await stored  # a cluster's database has it: every node will follow
             shown = self.view.job(job_id)
             assert shown is not None  # checked above; nothing awaited since
             return Response.json(shown.to_json())
@@ -117,7 +126,10 @@ class ControlAPI:
         return f"no job {job_id!r}{did_you_mean(job_id, self.view.job_ids())}"
 
     async def run(self, job_id: str, *, wait: bool, via: str | None = None) -> Response:
-        run = self.ops.run_now(job_id, via=via)
+        try:
+            run = self.ops.run_now(job_id, via=via)
+        except KronError as exc:  # a cluster node without its database fires nothing
+            return Response.error(503, str(exc))
         if run is None or run.task is None:
             last = self.view.last_record(job_id)
             return Response.json({"outcome": "skipped", **(last.to_json() if last else {})}, 409)
@@ -126,15 +138,15 @@ class ControlAPI:
         ended = await run.task
         return Response.json(ended.to_json() if ended else RunView.of(run).to_json())
 
-    def bulk(self, action: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    async def bulk(self, action: str, tags: Mapping[str, str]) -> dict[str, Any]:
         chosen = [job.id for job in self.view.jobs(tags)]
         if action == "cancel":
             runs = [r for r in self.view.running() if r.job in chosen]
             for run in runs:
                 self.ops.cancel(run.run_id)
             return {"cancelled": [r.run_id for r in runs]}
-        for job_id in chosen:
-            self.ops.set_paused(job_id, action == "pause")
+        stored = [self.ops.set_paused(job_id, action == "pause") for job_id in chosen]
+        await asyncio.gather(*(s for s in stored if s is not None))
         return {"paused" if action == "pause" else "resumed": chosen}
 
 

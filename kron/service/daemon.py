@@ -23,7 +23,7 @@ from kron.model.settings import Settings
 from kron.model.units import plural
 from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
-from kron.service.runtime import Runtime
+from kron.service.runtime import DELIVERY_DRAIN_S, Runtime
 from kron.service.systemd import Notifier, watchdog_loop
 from kron.service.view import DaemonView, Stats
 
@@ -139,9 +139,21 @@ class Daemon:
             self.close()
             raise
         settings = self.settings
-        runtime = self._runtime = Runtime(
-            self.jobs_dir, settings, clock=self.clock, records_dir=self._records_dir, lock=lock
-        )
+        try:
+            runtime = self._runtime = Runtime(
+                self.jobs_dir,
+                settings,
+                clock=self.clock,
+                records_dir=self._records_dir,
+                lock=lock,
+                cluster=True,
+            )
+        except BaseException:
+            lock.release()
+            self.close()
+            raise
+        if runtime.cluster is not None:
+            runtime.cluster.coordinator.takeover.on_fatal = lambda _: self.request_stop()
         self.stats.records_root = runtime.records_root
         view = self.view = DaemonView(
             scheduler=runtime.scheduler,
@@ -149,6 +161,7 @@ class Daemon:
             clock=self.clock,
             stats=self.stats,
             catalog=self.catalog,
+            cluster=runtime.cluster,
         )
         metrics = None
         if settings.metrics:
@@ -160,7 +173,13 @@ class Daemon:
         now = self.clock.now()
         self.stats.started_at = now
         jobs = self.catalog.active
-        await runtime.start(jobs, now=now, boot_id=self.boot_id)
+        try:
+            started = await runtime.start(jobs, now=now, boot_id=self.boot_id, stop=self._stop)
+        except BaseException:
+            self.close()
+            raise
+        if not started:
+            return  # stopped while waiting for the cluster database; serve() exits at once
         audit = runtime.audit
         assert audit is not None  # a daemon's runtime keeps one
         with audit.batch():
@@ -459,6 +478,7 @@ class Daemon:
         self._stop.set()
         await scheduler.shutdown(self.settings.shutdown_grace)
         await self.runtime.drain()
+        await self.runtime.leave(DELIVERY_DRAIN_S)
         self.runtime.remember_cursors()
         for task in (runner, stuck, follower, watchdog, *self._background):
             if task is not None:

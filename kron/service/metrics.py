@@ -11,7 +11,12 @@ import platform
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
@@ -122,6 +127,8 @@ class _DaemonState(Collector):
             "(no sample while paused, disabled or with nothing left to fire).",
             ((job.id, job.next_fire.timestamp()) for job in jobs if job.next_fire is not None),
         )
+        if view.cluster is not None:
+            yield from _cluster(view)
         yield _per_job(
             "kron_last_success_timestamp_seconds",
             "When the job's last succeeded run ended, in seconds since the epoch.",
@@ -131,6 +138,73 @@ class _DaemonState(Collector):
                 if job.last_success_at is not None
             ),
         )
+
+
+def _cluster(view: DaemonView) -> Iterator[Metric]:
+    """A cluster node's figures (docs/cluster.md lists them)."""
+    from kron.engine.cluster.stats import ROUND_TRIP_BUCKETS_S  # no psycopg in it
+
+    cluster = view.cluster
+    assert cluster is not None
+    stats = cluster.stats
+    claims = CounterMetricFamily(
+        "kron_cluster_claims",
+        "Launches this node claimed since it started, by result: won (its to run or record) or "
+        "lost (another node's, or a paused job).",
+        labels=["node", "result"],
+    )
+    claims.add_metric([stats.node, "won"], stats.claims_won)
+    claims.add_metric([stats.node, "lost"], stats.claims_lost)
+    yield claims
+    cumulative, total = [], 0
+    for bound, count in zip(ROUND_TRIP_BUCKETS_S, stats.buckets, strict=True):
+        total += count
+        cumulative.append((repr(float(bound)), total))
+    cumulative.append(("+Inf", stats.round_trips))
+    round_trip = HistogramMetricFamily(
+        "kron_cluster_database_round_trip_seconds",
+        "Time of each statement to the cluster database: claims, heartbeats, record writes.",
+        labels=["node"],
+    )
+    round_trip.add_metric([stats.node], cumulative, sum_value=stats.round_trip_s)
+    yield round_trip
+    yield _labelled(
+        CounterMetricFamily(
+            "kron_cluster_database_errors",
+            "Statements to the cluster database that failed (a cut connection, the database "
+            "out of reach) since the node started.",
+            labels=["node"],
+        ),
+        stats.node,
+        stats.errors,
+    )
+    yield _labelled(
+        GaugeMetricFamily(
+            "kron_cluster_database_up",
+            "1 while the cluster database answers; 0 while it does not (nothing fires here).",
+            labels=["node"],
+        ),
+        stats.node,
+        1 if stats.up else 0,
+    )
+    coordinator = cluster.coordinator
+    live = sum(1 for p in coordinator.peers() if p.alive and not coordinator.dead(p.node))
+    yield _labelled(
+        GaugeMetricFamily(
+            "kron_cluster_nodes_live",
+            "Nodes of the cluster alive as this node sees them (itself included).",
+            labels=["node"],
+        ),
+        stats.node,
+        live,
+    )
+
+
+def _labelled(
+    family: CounterMetricFamily | GaugeMetricFamily, node: str, value: float
+) -> CounterMetricFamily | GaugeMetricFamily:
+    family.add_metric([node], value)
+    return family
 
 
 def _per_job(name: str, documentation: str, values: Iterable[tuple[str, float]]) -> Metric:

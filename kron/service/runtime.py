@@ -10,13 +10,14 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kron.actions.dispatch import execute
 from kron.config.catalog import Changes
 from kron.engine.audit import AuditLog
 from kron.engine.budget import AgentBudget
 from kron.engine.chain import Chains
-from kron.engine.coordinator import JobsDirLock, LocalCoordinator
+from kron.engine.coordinator import Coordinator, JobsDirLock, LocalCoordinator
 from kron.engine.recovery import find_by_environment, group_alive, stop_group
 from kron.engine.runs import Run
 from kron.engine.scheduler import Scheduler
@@ -25,6 +26,7 @@ from kron.engine.state import State, kron_dir
 from kron.engine.store import FileRecordStore, RecordStore
 from kron.engine.stuck import StuckRuns
 from kron.model.clock import Clock
+from kron.model.errors import KronError
 from kron.model.job import DockerAction, Job
 from kron.model.run import ProcessNote, RunStarted, Trigger
 from kron.model.schedule import ScheduleKind
@@ -32,9 +34,13 @@ from kron.model.settings import Settings
 from kron.notify.deliveries import Deliveries
 from kron.notify.healthcheck import Healthchecks
 
+if TYPE_CHECKING:
+    from kron.engine.cluster.node import ClusterNode
+
 __all__ = ["DELIVERY_DRAIN_S", "Runtime"]
 
 log = logging.getLogger("kron.daemon")
+_CRASHED = "the daemon stopped while this run was alive (crash, kill -9 or power loss)"
 DELIVERY_DRAIN_S = 5.0  # at shutdown, after the runs: systemd's TimeoutStopSec allows for it
 
 
@@ -51,6 +57,7 @@ class Runtime:
         audit: keep the audit log (a daemon does).
         store: where records go (default: NDJSON files beside the job files, or under
             records_dir); `kron run --here` writes them to stdout.
+        cluster: be a node of kron.toml's `[cluster]`, if it has one (a daemon is).
     """
 
     def __init__(
@@ -64,15 +71,26 @@ class Runtime:
         chains: bool = True,
         audit: bool = True,
         store: RecordStore | None = None,
+        cluster: bool = False,
     ) -> None:
         records_dir = records_dir or settings.records_dir
         self.records_root = records_dir or jobs_dir
         self.clock = clock
-        self.store: RecordStore = store or FileRecordStore(
-            jobs_dir=jobs_dir, records_dir=records_dir, clock=clock
-        )
+        files = FileRecordStore(jobs_dir=jobs_dir, records_dir=records_dir, clock=clock)
+        self.store: RecordStore = store or files
         self.state = State.load(kron_dir(self.records_root) / "state.json")
-        self.coordinator = LocalCoordinator(self.state, lock=lock, started_at=clock.now())
+        self._lock = lock
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.cluster: ClusterNode | None = None
+        self.coordinator: Coordinator
+        if cluster and settings.cluster is not None:
+            # Lazy: psycopg and the cluster's modules load only for a daemon with [cluster].
+            from kron.engine.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(settings.cluster, local=files, clock=clock)
+            self.store, self.coordinator = self.cluster.store, self.cluster.coordinator
+        else:
+            self.coordinator = LocalCoordinator(self.state, lock=lock, started_at=clock.now())
         # One agent budget: kron.toml's daily limits, counted from the records.
         self.budget = AgentBudget.from_settings(settings, store=self.store, now=clock.now)
         self.scheduler = Scheduler(
@@ -84,6 +102,8 @@ class Runtime:
             on_queue=self._keep_queue,
         )
         self.scheduler.subscribe(self.store.append)
+        if self.cluster is not None:
+            self.cluster.attach(self.scheduler)
         # After the record writer: a delivery or a trigger always follows a written record.
         if chains:
             Chains().attach(self.scheduler)
@@ -98,15 +118,28 @@ class Runtime:
 
     # -- the job set ------------------------------------------------------------------------
 
-    async def start(self, jobs: Mapping[str, Job], *, now: datetime, boot_id: str) -> None:
-        """Arm every job as the records and the state left it.
+    async def start(
+        self,
+        jobs: Mapping[str, Job],
+        *,
+        now: datetime,
+        boot_id: str,
+        stop: asyncio.Event | None = None,
+    ) -> bool:
+        """Arm every job as the records and the state left it; False when `stop` was set
+        while a cluster node waited for its database.
 
         Before anything fires: runs a crash left alive are recorded `abandoned`, and those whose
         processes still live are stopped first, so `forbid` and `replace` hold across the
         crash. Then catch-up slots decided before the stop run first, retries left pending are
         resumed (or recorded missed when too late), and `@reboot` jobs fire on the first start
-        of a boot.
+        of a boot. A cluster node first joins its cluster: where each job stands is then the
+        cluster's.
         """
+        if self.cluster is not None:
+            if not await self.cluster.open(jobs, stop or asyncio.Event()):
+                return False
+            now = self.clock.now()
         state = self.state
         startups = {job.id: where_it_stands(job, self.store, state, now) for job in jobs.values()}
         orphans = []
@@ -128,10 +161,11 @@ class Runtime:
                 elif note is not None and group_alive(note):
                     orphans.append(self._stop_orphan(job, started, note))
                 else:
-                    # Through the scheduler, as every record: the store writes it, metrics count.
-                    self.scheduler.emit(abandoned(job, started, now))
+                    self._abandon(job, started, now)
         if orphans:
             await asyncio.gather(*orphans)
+        if self.cluster is not None:
+            self.cluster.take_left(_CRASHED)
         for job in jobs.values():
             startup = startups[job.id]
             if job.enabled and not self.coordinator.is_paused(job.id):
@@ -149,6 +183,24 @@ class Runtime:
                 if reboot and job.enabled and not self.coordinator.is_paused(job.id):
                     self.scheduler.fire(job.id, slot=now, trigger=Trigger.REBOOT)
         state.save_logged()
+        if self.cluster is not None:
+            self.cluster.resume_left()
+            self.cluster.start()
+        return True
+
+    def _abandon(
+        self, job: Job, started: RunStarted, at: datetime, stopped: str | None = None
+    ) -> None:
+        """Record a run the previous daemon left alive `abandoned` (in a cluster: unless another
+        node did, and with its next attempt claimed)."""
+        if self.cluster is None:
+            # Through the scheduler, as every record: the store writes it, metrics count.
+            self.scheduler.emit(abandoned(job, started, at, stopped=stopped))
+            return
+        how = _CRASHED + (
+            f"; it still ran at this start and was stopped ({stopped})" if stopped else ""
+        )
+        self.cluster.abandon_own(started, at, how)
 
     def apply(self, changes: Changes, settings: Settings) -> None:
         """Bring the scheduler and the state in line with a catalog change (a reload)."""
@@ -169,6 +221,17 @@ class Runtime:
             self.store.set_retention(job_id, None)
         if changes.added:
             self.state.save_logged()
+        if self.cluster is not None and changes:
+            self._publish()
+
+    def _publish(self) -> None:
+        """Tell the other nodes this node's job set: drift shows in their status."""
+        cluster = self.cluster
+        assert cluster is not None
+        shas = {job_id: js.job.config_sha for job_id, js in self.scheduler.jobs.items()}
+        task = asyncio.ensure_future(cluster.coordinator.publish(shas))
+        self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._tasks.discard)
 
     def _add(
         self, job: Job, *, cursor: datetime, now: datetime, standing: Startup | None = None
@@ -193,14 +256,14 @@ class Runtime:
             note.pgid,
         )
         sent = await stop_group(note, job.kill_grace)
-        self.scheduler.emit(abandoned(job, started, self.clock.now(), stopped=sent))
+        self._abandon(job, started, self.clock.now(), stopped=sent)
 
     async def _stop_container(self, job: Job, started: RunStarted) -> None:
         """Stop and remove the container a crashed daemon's run left, then record the run."""
         from kron.actions.container import stop_left_behind  # lazy: the docker SDK
 
         sent = await stop_left_behind(job, started.run_id)
-        self.scheduler.emit(abandoned(job, started, self.clock.now(), stopped=sent))
+        self._abandon(job, started, self.clock.now(), stopped=sent)
 
     def _keep_queue(self, job_id: str, queue: list[tuple[datetime, Trigger]]) -> None:
         """Keep a job's catch-up queue in the state file, so a crash does not lose it."""
@@ -217,6 +280,11 @@ class Runtime:
 
         `via` names the front end that asked (`mcp`); such a run goes to the audit log.
         """
+        if self.cluster is not None and not self.cluster.db.reachable:
+            raise KronError(
+                "the cluster database is out of reach: nothing fires on this node until it "
+                "answers (kron status)"
+            )
         now = self.clock.now().replace(microsecond=0)
         run = self.scheduler.fire(job_id, slot=now, trigger=Trigger.MANUAL)
         if via is not None and self.audit is not None:
@@ -229,8 +297,16 @@ class Runtime:
             )
         return run
 
-    def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None:
-        """Pause or resume a job's schedule; kept by the coordinator, so it survives restarts."""
+    def set_paused(
+        self, job_id: str, paused: bool, *, via: str | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Pause or resume a job's schedule; kept by the coordinator, so it survives restarts.
+        In a cluster, the pause is stored in the database: await the answer to know it is."""
+        if self.cluster is not None and not self.cluster.db.reachable:
+            raise KronError(
+                "the cluster database is out of reach: a pause or resume cannot be stored now "
+                "(kron status)"
+            )
         self.coordinator.set_paused(job_id, paused)
         self.scheduler.set_paused(job_id, paused)
         if self.audit is not None:
@@ -238,6 +314,9 @@ class Runtime:
         log.info(
             "job %s %s%s", job_id, "paused" if paused else "resumed", f" (via {via})" if via else ""
         )
+        if self.cluster is not None:
+            return self.cluster.coordinator.takeover.pause_write(job_id)
+        return None
 
     def cancel(self, run_id: str, *, via: str | None = None) -> Run | None:
         """Stop one run's process tree; it is recorded `cancelled`. `via` names the front end
@@ -262,5 +341,13 @@ class Runtime:
             self.deliveries.drain(DELIVERY_DRAIN_S), self.healthchecks.drain(DELIVERY_DRAIN_S)
         )
 
+    async def leave(self, flush_s: float) -> None:
+        """A cluster node's clean stop: its records reach the database, it leaves."""
+        if self.cluster is not None:
+            await self.cluster.stop(flush_s)
+
     def close(self) -> None:
         self.coordinator.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

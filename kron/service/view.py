@@ -4,12 +4,13 @@ control API acts through `Operations`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from kron import __version__
@@ -22,6 +23,9 @@ from kron.model.errors import Problem
 from kron.model.run import Outcome, RunEnded, RunState, Trigger
 from kron.model.schedule import ScheduleKind
 from kron.model.times import format_time
+
+if TYPE_CHECKING:
+    from kron.engine.cluster.node import ClusterNode
 
 __all__ = ["DaemonView", "JobView", "Operations", "RunView", "Stats"]
 
@@ -169,7 +173,11 @@ class Operations(Protocol):
         front end that asked (`mcp`, `web`), for the audit log."""
         ...
 
-    def set_paused(self, job_id: str, paused: bool, *, via: str | None = None) -> None: ...
+    def set_paused(
+        self, job_id: str, paused: bool, *, via: str | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Pause or resume; a future when the pause is being stored (a cluster's database)."""
+        ...
 
     def cancel(self, run_id: str, *, via: str | None = None) -> Run | None: ...
 
@@ -185,12 +193,14 @@ class DaemonView:
         clock: Clock,
         stats: Stats,
         catalog: Catalog,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._scheduler = scheduler
         self.store = store
         self._clock = clock
         self.stats = stats
         self._catalog = catalog
+        self.cluster = cluster
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -259,4 +269,51 @@ class DaemonView:
                 }
                 for path, failing in sorted(self.store.failures.failing.items())
             ],
+            **({"cluster": self.cluster_status()} if self.cluster is not None else {}),
+        }
+
+    def cluster_status(self) -> dict[str, Any]:
+        """This node, the database, and every node of the cluster with its drift."""
+        cluster = self.cluster
+        assert cluster is not None
+        stats, coordinator = cluster.stats, cluster.coordinator
+        nodes = []
+        for peer in coordinator.peers():
+            state = "left" if not peer.alive else "alive"
+            if peer.node != cluster.node and coordinator.dead(peer.node):
+                state = "dead"
+            drift = coordinator.drift.get(peer.node)
+            nodes.append(
+                {
+                    "node": peer.node,
+                    "state": state,
+                    "version": peer.version,
+                    "host": peer.host,
+                    "pid": peer.pid,
+                    "started_at": _time(peer.started_at),
+                    "heartbeat_at": _time(peer.heartbeat_at),
+                    "silent_s": round(peer.silent_s, 3),
+                    "running": peer.running,
+                    "digest": peer.digest,
+                    "drift": None
+                    if drift is None
+                    else {
+                        "differ": list(drift.differ),
+                        "only_there": list(drift.only_there),
+                        "only_here": list(drift.only_here),
+                    },
+                }
+            )
+        return {
+            "node": cluster.node,
+            "digest": coordinator.digest,
+            "database": {
+                "reachable": stats.up,
+                "down_since": format_time(datetime.fromtimestamp(stats.down_since, UTC))
+                if stats.down_since is not None
+                else None,
+                "error": None if stats.up else stats.last_error,
+            },
+            "claims": {"won": stats.claims_won, "lost": stats.claims_lost},
+            "nodes": nodes,
         }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from kron.engine.store import Line
@@ -235,6 +236,8 @@ class StatusSite:
                     stack=True,
                 )
             )
+        if view.cluster is not None:
+            out.append(_cluster_section(view.cluster_status()))
         if invalid:
             out.append("<h2>Invalid files</h2>")
             for path, problems in invalid:
@@ -388,3 +391,45 @@ class StatusSite:
                 return lines
         # find matches prefixes, as `kron show` does; a page's address names one run.
         return [line for line in store.find(run_id) if line.run_id == run_id]
+
+
+def _cluster_section(cluster: dict[str, Any]) -> str:
+    """The nodes of the cluster, as `kron status` lists them, with their drift."""
+    db = cluster["database"]
+    reach = (
+        "the database answers"
+        if db["reachable"]
+        else f"the database is OUT OF REACH since {db['down_since']}: nothing fires on this node"
+    )
+    out = [
+        "<h2>Cluster</h2>",
+        f'<p class="summary"><span>this node: {esc(cluster["node"])}</span>'
+        f"<span>{esc(reach)}</span></p>",
+    ]
+    rows = [
+        [
+            esc(node["node"]),
+            esc(node["state"]),
+            esc(node["version"]),
+            esc(node["host"]),
+            esc(f"{node['silent_s']:.1f}s ago"),
+            esc(node["running"]),
+            f"<code>{esc(node['digest'])}</code>" + (" differs" if node["drift"] else ""),
+        ]
+        for node in cluster["nodes"]
+    ]
+    out.append(table(["Node", "State", "Version", "Host", "Heartbeat", "Running", "Job set"], rows))
+    for node in cluster["nodes"]:
+        drift = node["drift"]
+        if drift:
+            said = "; ".join(
+                f"{what}: {', '.join(drift[key])}"
+                for key, what in (
+                    ("differ", "defined differently"),
+                    ("only_there", "only there"),
+                    ("only_here", "only here"),
+                )
+                if drift[key]
+            )
+            out.append(f"<p>Drift on node {esc(node['node'])}: {esc(said)}</p>")
+    return "\n".join(out)
