@@ -18,11 +18,12 @@ import struct
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-
-import watchfiles
-from watchfiles._rust_notify import RustNotify
+from typing import TYPE_CHECKING
 
 from kron.config.discovery import SETTINGS_NAMES, is_job_file
+
+if TYPE_CHECKING:
+    import watchfiles
 
 log = logging.getLogger("kron.watch")
 
@@ -389,6 +390,10 @@ async def _watch_inotify(
 async def _watch_polling(
     jobs_dir: Path, stop: asyncio.Event, on_ready: Callable[[], None] | None
 ) -> AsyncIterator[set[Path]]:
+    # Lazy (memory, start-up): only the fallback loads watchfiles and its Rust extension.
+    import watchfiles
+    from watchfiles._rust_notify import RustNotify
+
     keep = JobFilesFilter(jobs_dir)
     with RustNotify([str(jobs_dir)], False, False, 300, True, True) as notify:
         if on_ready is not None:

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from kron.engine.attempts import retry_timeline
 from kron.engine.slots import LATE_TOLERANCE
 from kron.engine.state import State
 from kron.engine.store import RecordStore, Standing
@@ -83,6 +82,8 @@ def _pending_retries(job: Job, standing: Standing) -> list[tuple[RunEnded, datet
             key = (line.slot, line.trigger, line.upstream)
             if key not in newest or line.attempt >= newest[key].attempt:
                 newest[key] = line
+    from kron.engine.retries import retry_timeline  # lazy: tenacity, for jobs that retry only
+
     waits = retry_timeline(policy)  # before attempts 2..n
     return [
         (record, record.ended_at + timedelta(seconds=waits[record.attempt - 1]))
