@@ -23,6 +23,7 @@ from kron.model.settings import Settings
 from kron.model.units import plural
 from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
+from kron.service.memory import give_back_memory
 from kron.service.runtime import Runtime
 from kron.service.systemd import Notifier, watchdog_loop
 from kron.service.view import DaemonView, Stats
@@ -272,6 +273,7 @@ class Daemon:
                 status = await asyncio.to_thread(self._report_status, changes, started)
             finally:
                 self.notifier.ready(status or self.status_line())
+            give_back_memory()  # the files read, and on a first edit the schema's code generation
             return changes
 
     async def _refresh_async(self) -> None:
