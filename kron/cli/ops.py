@@ -42,6 +42,9 @@ def add_here_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.service.deferred_tls import import_asyncio
+
+    import_asyncio()  # before anything imports asyncio: OpenSSL only once TLS is needed
     import asyncio
 
     from kron.engine.coordinator import AlreadyRunning

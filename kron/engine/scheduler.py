@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,7 +124,7 @@ class Scheduler:
         now: datetime | None = None,
         last: RunEnded | None = None,
         last_success: datetime | None = None,
-        catchup: list[tuple[datetime, Trigger]] | None = None,
+        catchup: Sequence[tuple[datetime, Trigger]] | None = None,
     ) -> None:
         """Schedule a job whose slots up to `cursor` were handled.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import enum
 import functools
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from kron.model.digests import sha256
 from kron.model.errors import ValueProblem, excerpt
 from kron.model.units import parse_duration
 
@@ -212,7 +212,7 @@ def jitter_offset(job_id: str, jitter: timedelta) -> timedelta:
     if not jitter:
         return _NO_JITTER  # most jobs: no hash to compute, and one shared value
     span_us = jitter // timedelta(microseconds=1)
-    fraction = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    fraction = int.from_bytes(sha256(job_id.encode()).digest()[:8], "big")
     return timedelta(microseconds=(fraction * span_us) >> 64)
 
 
