@@ -14,7 +14,7 @@ from kron.config.kubernetes.names import (
     slot_of_job_name,
     unique_names,
 )
-from kron.engine.attempts import retry_timeline
+from kron.engine.retries import retry_timeline
 
 from .harness import make_job
 

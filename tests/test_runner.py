@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kron.engine.attempts import retry_timeline
+from kron.engine.retries import retry_timeline
 from kron.engine.scheduler import Scheduler
 from kron.engine.slots import LATE_TOLERANCE, NextFires
 from kron.model.run import Outcome, ProcessNote, RunEnded, Trigger

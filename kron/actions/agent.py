@@ -17,10 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from kron.actions.base import ActionResult, Interrupted, connection_reason, until_stopped
-from kron.actions.httpclient import client
 from kron.actions.process import OutputBuffer, run_job_process
 from kron.model.job import AgentAction, Job
 from kron.model.run import Outcome
@@ -236,6 +233,12 @@ async def _post(
     url: str, payload: dict[str, Any], headers: dict[str, str], action: AgentAction
 ) -> tuple[int, Any] | str:
     """The status and decoded JSON answer, or why there is none."""
+    # Lazy (memory, start-up): the daemon imports this module for its budget ledger, and a
+    # daemon whose agents are all CLIs never needs httpx.
+    import httpx
+
+    from kron.actions.httpclient import client
+
     try:
         async with client(action.request_timeout.total_seconds()) as http:
             response = await http.post(url, json=payload, headers=headers)

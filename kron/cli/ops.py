@@ -43,11 +43,15 @@ def add_here_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from kron.service.deferred_tls import import_asyncio
+
+    import_asyncio()  # before anything imports asyncio: OpenSSL only once TLS is needed
     import asyncio
 
     from kron.engine.coordinator import AlreadyRunning
     from kron.service.daemon import Daemon, use_pidfd_child_watcher
     from kron.service.logs import setup_logging
+    from kron.service.memory import give_back_memory
 
     setup_logging(args.log_format, args.log_level)
     if not args.jobs_dir.is_dir():
@@ -61,6 +65,7 @@ def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # a full collection (set off by a reload's garbage, in any thread) no longer walks every
         # job and module, which held the event loop 60-120 ms during a 500-file reload.
         gc.freeze()
+        give_back_memory()  # what the load freed: its parsed files, the schema's code generation
         await daemon.serve()
 
     try:

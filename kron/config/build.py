@@ -105,7 +105,8 @@ def _env(b: Builder, data: Mapping[str, Any]) -> tuple[dict[str, str], frozenset
                 secret.add(name)
         else:
             env[name] = value
-    return env, frozenset(secret)
+    # Shared when empty, as the defaults below: most jobs set no environment.
+    return env or _NO_ENV, frozenset(secret) if secret else _NO_NAMES
 
 
 # Defaults as shared constants: 10,000 jobs that leave a field out share one value for it.
@@ -113,6 +114,8 @@ _KILL_GRACE = timedelta(seconds=10)
 _RETRY_DELAY = timedelta(seconds=10)
 _RETRY_MAX_DELAY = timedelta(minutes=5)
 _ZERO_EXIT = frozenset({0})
+_NO_ENV: dict[str, str] = {}  # never changed: Job.env and Job.tags are read-only Mappings
+_NO_NAMES: frozenset[str] = frozenset()
 _KEEP_DEFAULT = Retention(keep=1000, max_age=None)
 _NO_RETRY = RetryPolicy(
     attempts=1,
@@ -228,7 +231,7 @@ def build_job(
         "triggers": tuple(data.get("triggers", ())),
         "notify": deliveries(b, data.get("notify", [])),
         "healthcheck": healthcheck(b, data.get("healthcheck")),
-        "tags": dict(data.get("tags", {})),
+        "tags": dict(data["tags"]) if data.get("tags") else _NO_ENV,
         "records": Retention(
             keep=integer(records.get("keep", 1000)),
             max_age=b.maybe_duration(records, "max_age", "records"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from kron.config.cache import Cached, JobCache, cacheable, still_good
 from kron.config.discovery import SETTINGS_NAMES, discover, is_job_file, job_id_for
 from kron.config.documents import read_document
 from kron.config.graph import check_graph
@@ -50,7 +51,7 @@ class Entry(Findings):
     job_id: str
     job: Job | None = None  # last good definition
     problems: list[Problem] = field(default_factory=list)
-    seen: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when last read
+    seen: bytes | None = None  # the file's fingerprint when last read (documents.fingerprint)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -79,13 +80,34 @@ class Changes:
 class Catalog:
     """Every job file below a jobs directory, with the job each one contributes."""
 
-    def __init__(self, jobs_dir: Path, *, now: Callable[[], datetime] | None = None) -> None:
-        """`now` is the clock the loader judges `@at` times by (a test pins it)."""
+    def __init__(
+        self,
+        jobs_dir: Path,
+        *,
+        now: Callable[[], datetime] | None = None,
+        cache: Callable[[Settings], JobCache] | None = None,
+        first_in_workers: bool = False,
+    ) -> None:
+        """Args:
+        jobs_dir: the jobs directory.
+        now: the clock the loader judges `@at` times by (a test pins it).
+        cache: where the warm-start cache of this jobs directory is, under given settings
+            (the daemon's: in kron's folder of the records); None reads every file.
+        first_in_workers: read the files of the first scan in forked workers only, none in
+            this process (the daemon's: it keeps neither the schema's compiled validator nor
+            the garbage of parsing until a file changes).
+        """
         self.jobs_dir = jobs_dir
         self._now = now
+        self._cache = cache
+        self._first_in_workers = first_in_workers
+        self._cached: dict[Path, Cached] = {}  # during the first scan: what the cache offers
+        self._kept, self._read_cacheable = 0, False  # of the last load: from the cache, or not
+        self._in_workers = False
+        self.cache_stale = cache is not None  # the cache file differs from what is loaded
         self.settings = Settings()
         self.settings_problems: list[Problem] = []
-        self.settings_seen: tuple[int, int, int] | None = None
+        self.settings_seen: bytes | None = None
         self.folder_problems: list[Problem] = []
         self.graph_problems: list[Problem] = []
         self.entries: dict[Path, Entry] = {}
@@ -142,7 +164,17 @@ class Catalog:
         self.settings_seen = identity_of(settings.path) if settings.path else None
         files, self.folder_problems = discover(self.jobs_dir)
         gone = set(self.entries) - set(files)
-        self._reload(files, gone, changes)
+        first = not self.entries
+        cache = self._cache(self.settings) if first and self._cache is not None else None
+        if cache is not None and not settings_errors:
+            self._cached = cache.read(self.settings, files)
+        self._in_workers = first and self._first_in_workers
+        try:
+            self._reload(files, gone, changes)
+        finally:
+            self._cached, self._in_workers = {}, False
+        if cache is not None:
+            self.cache_stale = self._kept != cache.rows or self._read_cacheable
         return changes
 
     def apply(self, paths: Iterable[Path]) -> Changes:
@@ -182,7 +214,7 @@ class Catalog:
         return changes
 
     def refresh(self) -> Changes:
-        """Re-read what changed on disk since it was read (by mtime, size and inode)."""
+        """Re-read what changed on disk since it was read (its fingerprint, not its text)."""
         self._require_jobs_dir()
         self._generation += 1
         files, self.folder_problems = discover(self.jobs_dir)
@@ -210,18 +242,22 @@ class Catalog:
 
     def _reload(self, files: Iterable[Path], gone: Iterable[Path], changes: Changes) -> None:
         touched: set[str] = set()
+        fresh: set[int] = set()  # entries made here: private to this reload, no copy needed
         for path in gone:
             entry = self.entries.pop(path, None)
             if entry is not None:
                 touched.add(entry.job_id)
+                self.cache_stale = True
         for path, seen, job, problems in self._load_all(list(files)):
             job_id = job.id if job is not None else job_id_for(path, self.jobs_dir)
             known = self.entries.get(path)
             # A copy, never the entry itself: a reload read in a worker thread must not change
             # what the event loop may be reading (`kron status`) until it is adopted.
             entry = replace(known) if known is not None else Entry(path=path, job_id=job_id)
+            if entry.seen != seen:
+                self.cache_stale = True
             entry.seen = seen
-            was_invalid = bool(entry.errors)
+            was_invalid = known is not None and bool(entry.errors)
             if job is None:
                 entry.problems = problems
                 changes.invalid.append(entry)
@@ -230,46 +266,77 @@ class Catalog:
                 if was_invalid:
                     changes.fixed.append(entry)
             self.entries[path] = entry
+            fresh.add(id(entry))
             touched.add(job_id)
-        self._settle(touched, changes)
+        self._settle(touched, changes, fresh)
 
     def _load_all(self, files: list[Path]) -> list[Loaded]:
-        """Load files, on every core when there are many (a first load, a large checkout)."""
+        """Load files, on every core when there are many (a first load, a large checkout);
+        those the warm-start cache holds unchanged are taken from it."""
+        kept = still_good(self._cached, files, jobs_dir=self.jobs_dir) if self._cached else {}
+        rest = [path for path in files if path not in kept] if kept else files
+        read = self._read_all(rest) if rest else []
+        self._kept = len(kept)
+        self._read_cacheable = any(cacheable(job, problems) for _, _, job, problems in read)
+        if not kept:
+            return read
+        by_path = {item[0]: item for item in read}
+        return [kept.get(path) or by_path[path] for path in files]  # in the order given
+
+    def _read_all(self, files: list[Path]) -> list[Loaded]:
         workers = worker_count(len(files))
-        if workers < 2:
+        here = not self._in_workers
+        if workers < 2 and here:
             return load_files(files, self.jobs_dir, self.settings, self._time())
         jobs_dir, settings = self.jobs_dir, self.settings
-        compile_job_schema()
+        if here:
+            compile_job_schema()  # once, before the forks: each worker inherits it
         chunks = [files[i::workers] for i in range(workers)]
         loaded: list[Loaded] = []
         now = self._time()
-        for part in in_parallel(lambda chunk: load_files(chunk, jobs_dir, settings, now), chunks):
+        work = lambda chunk: load_files(chunk, jobs_dir, settings, now)  # noqa: E731
+        for part in in_parallel(work, chunks, here=here):
             loaded.extend(part)
         return loaded
 
-    def _settle(self, touched: set[str], changes: Changes) -> None:
-        """Decide, for each touched id, which file's job is active; record the difference."""
+    def cache_writer(self) -> Callable[[], int] | None:
+        """What writes the warm-start cache as things stand now (None: nothing to write), to
+        call in a worker thread: every file whose reading its file alone decides. It returns
+        how many readings it wrote and raises OSError when it cannot."""
+        if self._cache is None or not self.cache_stale:
+            return None
+        cache, settings = self._cache(self.settings), self.settings
+        readings = [(path, e.seen, e.job, e.problems) for path, e in self.entries.items()]
+        self.cache_stale = False
+        return lambda: cache.write(settings, readings)
+
+    def _settle(self, touched: set[str], changes: Changes, fresh: set[int]) -> None:
+        """Decide, for each touched id, which file's job is active; record the difference.
+
+        Entries are copied before they change, but those in `fresh` (ids of entries this
+        reload made) are its own already.
+        """
         by_id: dict[str, list[Entry]] = {}
         for entry in self.entries.values():
             if entry.job_id in touched:
                 by_id.setdefault(entry.job_id, []).append(entry)
         for job_id in touched:
-            candidates = [replace(e) for e in by_id.get(job_id, [])]  # copies, as in _reload
+            # Copies, as in _reload; and each list of problems is replaced, never changed.
+            candidates = [e if id(e) in fresh else replace(e) for e in by_id.get(job_id, [])]
             owner = self._owner.get(job_id)
             for entry in candidates:
                 self.entries[entry.path] = entry
-                entry.problems = [p for p in entry.problems if not p.message.startswith("job id ")]
+                if any(p.message.startswith("job id ") for p in entry.problems):
+                    entry.problems = [
+                        p for p in entry.problems if not p.message.startswith("job id ")
+                    ]
             if len(candidates) > 1:
                 # Two files for one id: the one already active stays; all are reported.
                 paths = sorted(e.path for e in candidates)
                 for entry in candidates:
                     others = ", ".join(str(p) for p in paths if p != entry.path)
-                    entry.problems.append(
-                        Problem(
-                            path=str(entry.path),
-                            message=f"job id {job_id!r} is also defined by {others}",
-                        )
-                    )
+                    also = f"job id {job_id!r} is also defined by {others}"
+                    entry.problems = [*entry.problems, Problem(path=str(entry.path), message=also)]
                 chosen = next((e for e in candidates if e.path == owner), None)
             else:
                 chosen = candidates[0] if candidates else None
@@ -312,7 +379,9 @@ class Catalog:
         graph: dict[str, list[Problem]] = {}
         for problem in self.graph_problems:
             graph.setdefault(problem.path, []).append(problem)
-        for path in sorted(self.entries):
+        # Sorted are only the files with something to say: 10,000 valid ones cost no sort.
+        telling = [p for p, e in self.entries.items() if e.problems or (graph and str(p) in graph)]
+        for path in sorted(telling):
             found.extend(in_file_order(self.entries[path].problems + graph.pop(str(path), [])))
         for rest in graph.values():
             found.extend(rest)
@@ -348,6 +417,7 @@ _STATE = (
     "entries",
     "active",
     "_owner",
+    "cache_stale",
 )
 
 

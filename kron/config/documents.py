@@ -6,15 +6,12 @@ import functools
 import os
 import re
 import stat
+import struct
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
-
-try:  # the compiled parser of the same project as tomllib, same errors, ~3x faster
-    import tomli as tomllib
-except ImportError:  # pragma: no cover
-    import tomllib  # type: ignore[no-redef]
 
 from kron.config.positions import Places, TomlPlaces, YamlPlaces
 from kron.model.errors import EXCERPT_CHARS, Problem, Severity, SpecError, excerpt, shorten
@@ -112,6 +109,7 @@ class Document:
     data: dict[str, Any]
     text: str
     identity: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the file read
+    fingerprint: bytes | None = None  # of the file read: see `fingerprint`
     # Where each field is written, read from the text once, on the first problem: a file with
     # a thousand errors is parsed for positions once, not a thousand times.
     _places: Places | None = field(default=None, init=False, repr=False, compare=False)
@@ -185,8 +183,33 @@ def read_document(
             os.close(fd)
     except OSError as exc:
         raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
-    return parse_document(
+    doc = parse_document(
         path, raw, max_size=max_size, identity=(st.st_mtime_ns, st.st_size, st.st_ino)
+    )
+    object.__setattr__(doc, "fingerprint", fingerprint(st))
+    return doc
+
+
+_FINGERPRINT = struct.Struct("=QQqqqQQQ")
+
+
+def fingerprint(st: os.stat_result) -> bytes:
+    """What a file is, packed: device, inode, size, modified and changed times, owner, group
+    and mode.
+
+    Any change that matters to kron changes it: an edit or a replacement (size, times, inode),
+    a chmod or a chown (the change time, mode and owner), even with the modified time put back.
+    64 bytes: a tuple of these ints would take three times the memory a job keeps.
+    """
+    return _FINGERPRINT.pack(
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_uid,
+        st.st_gid,
+        st.st_mode,
     )
 
 
@@ -242,7 +265,21 @@ def _fail(path: str, message: str, line: int | None = None, column: int | None =
     return SpecError([Problem(path=path, message=message, line=line, column=column)])
 
 
+@functools.cache
+def _toml() -> ModuleType:
+    """The TOML parser, imported on the first TOML file read: a daemon reads its files in
+    forked workers or from its cache at start, and needs no parser until one changes."""
+    try:  # the compiled parser of the same project as tomllib, same errors, ~3x faster
+        import tomli
+    except ImportError:  # pragma: no cover
+        import tomllib
+
+        return tomllib
+    return tomli
+
+
 def _parse_toml(path: str, text: str) -> Any:
+    tomllib = _toml()
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

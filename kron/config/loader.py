@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -16,9 +15,10 @@ from typing import Any
 
 from kron.config.build import build_job, merge_defaults
 from kron.config.discovery import job_id_for
-from kron.config.documents import NUL_MESSAGE, Document, nul_pointers, read_document
+from kron.config.documents import NUL_MESSAGE, Document, fingerprint, nul_pointers, read_document
 from kron.config.schema import MAX_ERRORS, schema_errors
 from kron.config.tables import misplaced_keys
+from kron.model.digests import sha256
 from kron.model.errors import Problem, Severity, SpecError, shorten
 from kron.model.job import Job
 from kron.model.secrets import Secrets
@@ -34,6 +34,7 @@ __all__ = [
     "load_files",
     "load_job",
     "read_job_file",
+    "unchanged",
 ]
 
 log = logging.getLogger("kron.loader")
@@ -115,6 +116,47 @@ def read_job_file(
 
 
 _ROOT = "\0root"  # the key of the jobs directory's own real path in `real_folders`
+
+
+def unchanged(
+    path: Path, seen: bytes, *, jobs_dir: Path, trust: Trust, folders: dict[str, bool]
+) -> bool:
+    """Whether `path` is still the very file read before (its fingerprint `seen`), and one
+    `read_job_file` would read: inside the jobs directory, its folders and itself trusted.
+
+    The checks of a reading, without the reading, by one `lstat` of a plain file: a warm start
+    judges each file it takes from the cache as it would judge the file. `folders` keeps each
+    folder's verdict for one load; a link is judged as a reading judges it.
+    """
+    text = os.fspath(path)
+    try:
+        st = os.lstat(text)
+    except OSError:
+        return False
+    folder = os.path.dirname(text)
+    if stat.S_ISLNK(st.st_mode) or folders.get(folder) is False:
+        return False  # a link, or a folder refused: read as a reading reads it
+    if fingerprint(st) != seen or (trust.enabled and stat_refusals(st, path, trust=trust)):
+        return False
+    if folder not in folders:
+        folders[folder] = _folder_trusted(Path(folder), jobs_dir, trust)
+    return folders[folder]
+
+
+def _folder_trusted(folder: Path, jobs_dir: Path, trust: Trust) -> bool:
+    """Whether files in `folder` may be read: it lies inside the jobs directory, links
+    resolved, and neither it nor a folder above it up to the jobs directory is refused (nor,
+    when reached through a link, any folder of its target's)."""
+    root = os.path.realpath(jobs_dir)
+    real = os.path.realpath(folder)
+    if real != root and not real.startswith(root + os.sep):
+        return False
+    probe = folder / "_"  # folder_refusals judges the folders of a file in `folder`
+    if folder_refusals(probe, root=jobs_dir, trust=trust):
+        return False
+    if real != os.path.abspath(folder):
+        return not folder_refusals(Path(real) / "_", root=Path(root), trust=trust)
+    return True
 
 
 def resolved(path: Path, jobs_dir: Path, real_folders: dict[str, str]) -> str | None:
@@ -294,7 +336,7 @@ def _vet(path: Path, trust: Trust, st: os.stat_result) -> None:
 def config_sha(text: str, defaults: Mapping[str, Any]) -> str:
     """A short hash of a job definition, carried by its run records: the file as committed
     (so it matches what a reviewer saw) and the kron.toml defaults merged under it."""
-    digest = hashlib.sha256(text.encode())
+    digest = sha256(text.encode())
     digest.update(_defaults_digest(defaults))
     return digest.hexdigest()[:16]
 
@@ -308,13 +350,13 @@ def _defaults_digest(defaults: Mapping[str, Any]) -> bytes:
     if known is not None and known[0] is defaults:
         return known[1]
     canonical = json.dumps(defaults, sort_keys=True, separators=(",", ":"), default=str)
-    digest = hashlib.sha256(canonical.encode()).digest()
+    digest = sha256(canonical.encode()).digest()
     _DEFAULTS_DIGESTS.clear()
     _DEFAULTS_DIGESTS[id(defaults)] = (defaults, digest)
     return digest
 
 
-Loaded = tuple[Path, "tuple[int, int, int] | None", "Job | None", list[Problem]]
+Loaded = tuple[Path, "bytes | None", "Job | None", list[Problem]]
 
 
 def load_files(
@@ -371,8 +413,8 @@ def _load_one(
     try:
         job, warnings = job_of(doc, jobs_dir=jobs_dir, settings=settings, now=now)
     except SpecError as exc:
-        return (path, doc.identity, None, exc.problems)
-    return (path, doc.identity, job, warnings)
+        return (path, doc.fingerprint, None, exc.problems)
+    return (path, doc.fingerprint, job, warnings)
 
 
 def internal_error(path: Path) -> Problem:
@@ -385,9 +427,10 @@ def internal_error(path: Path) -> Problem:
     )
 
 
-def identity_of(path: Path) -> tuple[int, int, int] | None:
+def identity_of(path: Path) -> bytes | None:
+    """The file's fingerprint now (documents.fingerprint), None when it cannot be stat-ed."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return fingerprint(st)

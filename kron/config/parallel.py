@@ -35,11 +35,12 @@ def worker_count(files: int) -> int:
     return min(cores, MAX_WORKERS)
 
 
-def in_parallel(work: Callable[[S], R], chunks: Sequence[S]) -> list[R]:
+def in_parallel(work: Callable[[S], R], chunks: Sequence[S], *, here: bool = True) -> list[R]:
     """Return `[work(c) for c in chunks]`, the first chunk here and each other in a fork.
 
     A forked child inherits its chunk, so nothing is pickled on the way in; only `work`'s
-    result comes back, through a pipe. This process works on its own chunk meanwhile.
+    result comes back, through a pipe. This process works on its own chunk meanwhile, unless
+    `here` is False: then every chunk goes to a fork, and only results come back here.
     """
     if threading.active_count() > 1:
         # A fork copies only the calling thread, and a lock another one held stays locked in
@@ -47,8 +48,9 @@ def in_parallel(work: Callable[[S], R], chunks: Sequence[S]) -> list[R]:
         # the chunks are worked through here, in turn.
         return [work(chunk) for chunk in chunks]
     children: list[tuple[int, int]] = []
+    forked = chunks if not here else chunks[1:]
     try:
-        for chunk in chunks[1:]:
+        for chunk in forked:
             read_fd, write_fd = os.pipe()
             try:
                 pid = os.fork()
@@ -61,8 +63,8 @@ def in_parallel(work: Callable[[S], R], chunks: Sequence[S]) -> list[R]:
                 _work_in_child(work, chunk, write_fd)
             os.close(write_fd)
             children.append((pid, read_fd))
-        results = [work(chunks[0])]
-        for (pid, read_fd), chunk in zip(children, chunks[1:], strict=True):
+        results = [work(chunks[0])] if here else []
+        for (pid, read_fd), chunk in zip(children, forked, strict=True):
             results.append(_result_of(pid, read_fd, chunk))
     finally:
         for pid, read_fd in children:

@@ -18,11 +18,12 @@ import struct
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-
-import watchfiles
-from watchfiles._rust_notify import RustNotify
+from typing import TYPE_CHECKING
 
 from kron.config.discovery import SETTINGS_NAMES, is_job_file
+
+if TYPE_CHECKING:
+    import watchfiles
 
 log = logging.getLogger("kron.watch")
 
@@ -89,7 +90,11 @@ class JobFilesFilter:
 
 
 async def watch(
-    jobs_dir: Path, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
+    jobs_dir: Path,
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None = None,
+    *,
+    watches: Watches | None = None,
 ) -> AsyncIterator[set[Path]]:
     """Yield the set of changed paths, batch by batch, until `stop` is set.
 
@@ -102,9 +107,14 @@ async def watch(
         on_ready: Called once the directory is being watched: a change made before that moment
             is not seen here, so the caller re-checks the directory then. Called again if the
             watcher has to change to polling midway (out of inotify watches).
+        watches: inotify watches opened earlier (`Watches(jobs_dir)`, before a first load:
+            what changed since is queued in the kernel, and on_ready is not called for them).
+            They are closed at the end.
     """
     try:
-        async with contextlib.aclosing(_watch_inotify(jobs_dir, stop, on_ready)) as batches:
+        async with contextlib.aclosing(
+            _watch_inotify(jobs_dir, stop, on_ready, watches)
+        ) as batches:
             async for paths in batches:
                 yield paths
         return
@@ -293,6 +303,15 @@ class Watches:
             self.add_tree(path)
 
 
+def early_watches(jobs_dir: Path) -> Watches | None:
+    """Watches opened before a first load (see `watch`); None where inotify cannot watch the
+    directory now: the watcher tries again, or polls, when it starts."""
+    try:
+        return Watches(jobs_dir)
+    except (InotifyUnavailable, OSError):
+        return None
+
+
 def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
         return entry.is_dir()
@@ -338,10 +357,15 @@ class Batches:
 
 
 async def _watch_inotify(
-    jobs_dir: Path, stop: asyncio.Event, on_ready: Callable[[], None] | None
+    jobs_dir: Path,
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None,
+    early: Watches | None = None,
 ) -> AsyncGenerator[set[Path], None]:
     loop = asyncio.get_running_loop()
-    watches = Watches(jobs_dir)
+    watches = early or Watches(jobs_dir)
+    if early is not None:
+        on_ready = None  # watching since before the caller read the directory: nothing missed
     batches = Batches(loop)
     failures: list[Exception] = []
 
@@ -389,6 +413,10 @@ async def _watch_inotify(
 async def _watch_polling(
     jobs_dir: Path, stop: asyncio.Event, on_ready: Callable[[], None] | None
 ) -> AsyncIterator[set[Path]]:
+    # Lazy (memory, start-up): only the fallback loads watchfiles and its Rust extension.
+    import watchfiles
+    from watchfiles._rust_notify import RustNotify
+
     keep = JobFilesFilter(jobs_dir)
     with RustNotify([str(jobs_dir)], False, False, 300, True, True) as notify:
         if on_ready is not None:

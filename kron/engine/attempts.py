@@ -1,29 +1,27 @@
 """A run's attempts: claimed, queued for max_concurrent, executed, retried, recorded.
 
 Retry, back-off and the outcome of an attempt are small policies computed from data
-(`retry_wait`, `classify`); tenacity drives the loop between attempts.
+(`retries.retry_wait`, `classify`); tenacity drives the loop between attempts of a job that
+retries (`kron.engine.retries`, loaded by the first such job).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Awaitable, Callable
-
-import tenacity
 
 from kron.actions.base import ActionResult
 from kron.engine.coordinator import Claim, Coordinator
 from kron.engine.recovery import note_for
 from kron.engine.runs import Run
 from kron.model.clock import Clock
-from kron.model.job import Backoff, Concurrency, Job, RetryPolicy
+from kron.model.job import Concurrency, Job
 from kron.model.policy import Policy
 from kron.model.run import Event, Outcome, RunEnded, RunStarted, RunState, Trigger, new_run_id
 from kron.model.times import format_time
 
-__all__ = ["Attempts", "Execute", "classify", "retry_timeline", "retry_wait"]
+__all__ = ["Attempts", "Execute", "classify"]
 
 log = logging.getLogger("kron.runner")
 
@@ -65,26 +63,13 @@ class Attempts:
         left = policy.attempts - first + 1
         if left <= 1:
             return await self._attempt(run)  # nothing to retry: skip tenacity's set-up per run
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(left),
-            wait=_Shifted(retry_wait(policy), first - 1),
-            retry=tenacity.retry_if_result(
-                lambda ended: (
-                    ended is not None and ended.outcome in policy.on and run.stop_reason is None
-                )
-            ),
-            sleep=lambda seconds: self._retry_sleep(run, seconds),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-            before_sleep=lambda state: log.info(
-                "job %s: attempt %d ended %s; retrying in %.1fs",
-                run.job.id,
-                run.attempt,
-                state.outcome.result().outcome.value if state.outcome else "?",
-                state.upcoming_sleep,
-            ),
-        )
+        # Lazy (memory, start-up): tenacity is loaded by the first job that retries.
+        from kron.engine.retries import retrying
+
         ended: RunEnded | None = None
-        async for attempt in retrying:
+        async for attempt in retrying(
+            run, policy, first=first, left=left, sleep=lambda s: self._retry_sleep(run, s)
+        ):
             with attempt:
                 run.attempt = first + attempt.retry_state.attempt_number - 1
                 if attempt.retry_state.attempt_number > 1:
@@ -248,22 +233,6 @@ class Attempts:
         return ended
 
 
-class _Shifted(tenacity.wait.wait_base):
-    """A wait strategy for attempts counted from `by` + 1: a retry resumed after a restart
-    waits as the attempt it is, not as a first one."""
-
-    def __init__(self, wait: tenacity.wait.wait_base, by: int) -> None:
-        self._wait = wait
-        self._by = by
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        if not self._by:
-            return float(self._wait(retry_state))
-        shifted = copy.copy(retry_state)
-        shifted.attempt_number += self._by
-        return float(self._wait(shifted))
-
-
 def _claim(run: Run, *, continues: bool) -> Claim:
     return Claim(
         job=run.job.id,
@@ -302,38 +271,3 @@ def classify(job: Job, result: ActionResult, stop_reason: Outcome | None) -> Out
     if result.exit_code is not None and result.exit_code in job.success_codes:
         return Outcome.SUCCEEDED
     return Outcome.FAILED
-
-
-def retry_wait(policy: RetryPolicy) -> tenacity.wait.wait_base:
-    """The wait between attempts, as a tenacity strategy: fixed or exponential, plus jitter."""
-    delay_s = policy.delay.total_seconds()
-    if policy.backoff is Backoff.FIXED:
-        wait: tenacity.wait.wait_base = tenacity.wait_fixed(
-            min(delay_s, policy.max_delay.total_seconds())
-        )
-    else:
-        wait = tenacity.wait_exponential(
-            multiplier=delay_s, min=0, max=policy.max_delay.total_seconds()
-        )
-    if policy.jitter:
-        wait = wait + tenacity.wait_random(0, policy.jitter.total_seconds())
-    return wait
-
-
-def retry_timeline(policy: RetryPolicy) -> list[float]:
-    """Seconds waited before attempts 2..n (jitter excluded): the documented back-off table."""
-    wait = retry_wait(
-        RetryPolicy(
-            attempts=policy.attempts,
-            backoff=policy.backoff,
-            delay=policy.delay,
-            max_delay=policy.max_delay,
-            on=policy.on,
-        )
-    )
-    waits = []
-    for number in range(1, policy.attempts):
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = number
-        waits.append(float(wait(state)))
-    return waits

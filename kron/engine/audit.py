@@ -31,6 +31,7 @@ class AuditLog:
         self.path = path
         self._clock = clock
         self._pending: list[dict[str, str | None]] | None = None
+        self._batch_time = ""  # one time for a batch: 10,000 loads at start are one instant
         self._failures = WriteFailures()  # said once a minute, as for records
         if not rotate:  # another process's writer (`kron mcp`): the daemon rotates at its start
             return
@@ -46,10 +47,11 @@ class AuditLog:
     def batch(self) -> Iterator[None]:
         """Write every line logged inside the block at its end, with one `write`."""
         self._pending = []
+        self._batch_time = format_time(self._clock.now())
         try:
             yield
         finally:
-            pending, self._pending = self._pending, None
+            pending, self._pending, self._batch_time = self._pending, None, ""
             self._append(pending)
 
     def write(
@@ -66,7 +68,7 @@ class AuditLog:
         """Log one event; `via` names the front end that asked for it (`mcp`, `web`), when not
         the files or the command line; `run_id` the run an operator started or cancelled."""
         line = {
-            "time": format_time(self._clock.now()),
+            "time": self._batch_time or format_time(self._clock.now()),
             "event": event,
             "job": job,
             "path": str(path) if path else None,

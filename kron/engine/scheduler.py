@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -133,7 +133,7 @@ class Scheduler:
         now: datetime | None = None,
         last: RunEnded | None = None,
         last_success: datetime | None = None,
-        catchup: list[tuple[datetime, Trigger]] | None = None,
+        catchup: Sequence[tuple[datetime, Trigger]] | None = None,
     ) -> None:
         """Schedule a job whose slots up to `cursor` were handled.
 
@@ -146,16 +146,16 @@ class Scheduler:
         js = JobState(job=job, cursor=cursor, paused=paused)
         old = self._jobs.get(job.id)
         if old is not None:
-            js.runs, js.generation = old.runs, old.generation + 1
-            js.last, js.last_success_at = old.last, old.last_success_at
+            js.follow(old)
         if last is not None:  # what the records say of the job before this start
             js.note(last)
             js.last_success_at = last_success or js.last_success_at
         self._jobs[job.id] = js
         if catchup and job.enabled and not paused:
             queued = {slot for slot, _ in js.catchup}
-            js.catchup.extend(item for item in sorted(catchup) if item[0] not in queued)
-        horizon = now - jitter_offset(job.id, job.jitter)
+            js.queue().extend(item for item in sorted(catchup) if item[0] not in queued)
+        offset = jitter_offset(job.id, job.jitter)
+        horizon = now - offset if offset else now  # one datetime for the jobs loaded together
         if cursor < horizon:
             first = self._next_fires.after(job.schedule, cursor)
             if job.enabled and not paused and first is not None and first <= horizon:
@@ -183,7 +183,7 @@ class Scheduler:
         js = self._jobs.pop(job_id, None)
         if js is not None:
             js.generation += 1
-            js.catchup.clear()
+            js.clear_catchup()
             self._queue_changed(js)
             self._wake.set()
 
@@ -216,7 +216,9 @@ class Scheduler:
         slot = self._next_fires.after(job.schedule, js.cursor)
         if slot is None:
             return
-        js.fire_at = slot + jitter_offset(job.id, job.jitter)
+        offset = jitter_offset(job.id, job.jitter)
+        # Without jitter, the jobs due together share the one datetime of their slot.
+        js.fire_at = slot + offset if offset else slot
         heapq.heappush(self._heap, (js.fire_at, next(self._seq), job.id, js.generation))
         self._wake.set()
 
@@ -291,7 +293,7 @@ class Scheduler:
             js.cursor = max(js.cursor, chosen[-1])
             # All through the kept queue, the first too: a crash before a slot's run is
             # recorded must find it there.
-            js.catchup.extend((slot, Trigger.CATCHUP) for slot in chosen)
+            js.queue().extend((slot, Trigger.CATCHUP) for slot in chosen)
             self._queue_changed(js)
             self._next_catchup(js)
 
@@ -336,7 +338,7 @@ class Scheduler:
         alive = js.alive
         if trigger is Trigger.CATCHUP and not queued and (alive or js.catchup):
             # Catch-up slots run one after another, oldest first, whatever the policy.
-            js.catchup.append((slot, trigger))
+            js.queue().append((slot, trigger))
             self._queue_changed(js)
             return None
         if self._cluster:
@@ -359,7 +361,7 @@ class Scheduler:
                 old.stop(Outcome.REPLACED)
             waits_for = alive
             while js.catchup:
-                dropped, _ = js.catchup.popleft()
+                dropped, _ = js.pop_catchup()
                 self._record_slot(
                     job,
                     dropped,
@@ -369,7 +371,7 @@ class Scheduler:
                 )
                 self._queue_changed(js)
         run = Run(job=job, slot=slot, trigger=trigger, upstream=upstream)
-        js.runs.add(run)
+        js.add_run(run)
         run.task = asyncio.ensure_future(self._run(js, run, waits_for))
         return run
 
@@ -387,7 +389,7 @@ class Scheduler:
             )
         finally:
             run.state = RunState.DONE
-            js.runs.discard(run)
+            js.discard_run(run)
             if run.trigger is Trigger.CATCHUP:
                 self._queue_changed(js)  # its record is written: it leaves the kept queue
             if self._coordinator is not None:
@@ -415,7 +417,7 @@ class Scheduler:
             attempt=ended.attempt + 1,
             state=RunState.RETRY_WAIT,
         )
-        js.runs.add(run)
+        js.add_run(run)
         wait_s = max(0.0, (at - self._clock.now()).total_seconds())
         log.info("job %s: resuming attempt %d of slot %s", job_id, run.attempt, ended.slot)
         run.task = asyncio.ensure_future(self._run(js, run, [], wait_s=wait_s))
@@ -425,7 +427,7 @@ class Scheduler:
         if js.catchup and not js.alive and self._jobs.get(js.job.id) is js and not self._stopping:
             # The slot stays in the kept queue until its run has ended (see _run): a crash
             # before its started record is written must not lose it.
-            slot, trigger = js.catchup.popleft()
+            slot, trigger = js.pop_catchup()
             self.fire(js.job.id, slot=slot, trigger=trigger, queued=True)
 
     def _queue_changed(self, js: JobState) -> None:
@@ -480,5 +482,5 @@ class Scheduler:
         self.stop()
         runs = self.running()
         for js in self._jobs.values():
-            js.catchup.clear()
+            js.clear_catchup()
         await stop_runs(runs, grace)

@@ -4,13 +4,13 @@ cursor, the runs a crash left behind, the catch-up slots and the retry it left p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from kron.engine.attempts import retry_timeline
 from kron.engine.slots import LATE_TOLERANCE
 from kron.engine.state import State
-from kron.engine.store import RecordStore, Standing
+from kron.engine.store import NO_STANDING, RecordStore, Standing
 from kron.model.job import Job
 from kron.model.run import Outcome, RunEnded, RunRecord, RunStarted, Trigger, new_run_id
 from kron.model.times import format_time
@@ -28,9 +28,9 @@ class Startup:
     abandoned: list[RunStarted]
     last: RunEnded | None
     last_success: datetime | None = None
-    standing: Standing = field(default_factory=Standing)
-    catchup: list[tuple[datetime, Trigger]] = field(default_factory=list)
-    retries: list[tuple[RunEnded, datetime]] = field(default_factory=list)  # (last attempt, due)
+    standing: Standing = NO_STANDING
+    catchup: Sequence[tuple[datetime, Trigger]] = ()
+    retries: Sequence[tuple[RunEnded, datetime]] = ()  # (last attempt, due)
 
 
 def where_it_stands(job: Job, store: RecordStore, state: State, now: datetime) -> Startup:
@@ -38,7 +38,7 @@ def where_it_stands(job: Job, store: RecordStore, state: State, now: datetime) -
     last clean stop, its queued catch-up slots; now for a job never seen. And what a stop or a
     crash left undone."""
     standing = store.standing(job.id)
-    queued = state.catchup.get(job.id, [])
+    queued = state.catchup.get(job.id, ())
     candidates = [
         t
         for t in (
@@ -55,13 +55,13 @@ def where_it_stands(job: Job, store: RecordStore, state: State, now: datetime) -
         last=standing.last,
         last_success=standing.last_success.ended_at if standing.last_success else None,
         standing=standing,
-        catchup=_still_queued(queued, standing),
-        retries=_pending_retries(job, standing),
+        catchup=_still_queued(queued, standing) if queued else (),
+        retries=_pending_retries(job, standing) if standing.recent else (),
     )
 
 
 def _still_queued(
-    queued: list[tuple[datetime, str]], standing: Standing
+    queued: Sequence[tuple[datetime, str]], standing: Standing
 ) -> list[tuple[datetime, Trigger]]:
     """Catch-up slots kept in the state file that no record shows started."""
     seen = {
@@ -83,6 +83,10 @@ def _pending_retries(job: Job, standing: Standing) -> list[tuple[RunEnded, datet
             key = (line.slot, line.trigger, line.upstream)
             if key not in newest or line.attempt >= newest[key].attempt:
                 newest[key] = line
+    if not newest:
+        return []
+    from kron.engine.retries import retry_timeline  # lazy: tenacity, for jobs that retry only
+
     waits = retry_timeline(policy)  # before attempts 2..n
     return [
         (record, record.ended_at + timedelta(seconds=waits[record.attempt - 1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,14 +31,14 @@ from kron.model.run import (
     read_line,
 )
 
-__all__ = ["FileRecordStore", "Line", "RecordStore", "Standing", "last_outcomes"]
+__all__ = ["NO_STANDING", "FileRecordStore", "Line", "RecordStore", "Standing", "last_outcomes"]
 
 log = logging.getLogger("kron.records")
 
 Line = RunRecord | DeliveryNote | ProcessNote
 
 
-@dataclass(kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Standing:
     """What a job's records say when the daemon (re)starts."""
 
@@ -53,6 +54,9 @@ class Standing:
             if isinstance(line, ProcessNote) and line.run_id == run_id:
                 return line
         return None
+
+
+NO_STANDING = Standing()  # a job without records; shared, as nothing changes a Standing
 
 
 class RecordStore(Protocol):
@@ -197,6 +201,10 @@ class FileRecordStore:
     def path(self, job_id: str) -> Path:
         return records.records_path(job_id, jobs_dir=self.jobs_dir, records_dir=self.records_dir)
 
+    def _path_text(self, job_id: str) -> str:
+        """`path(job_id)` as text, for a look (ids of loaded jobs are relative paths already)."""
+        return f"{self.root}{os.sep}{job_id}{records.RECORD_SUFFIX}"
+
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, line: Line) -> None:
@@ -282,9 +290,9 @@ class FileRecordStore:
         return line if isinstance(line, RunEnded) else None
 
     def standing(self, job_id: str) -> Standing:
+        if not os.path.exists(self._path_text(job_id)):
+            return NO_STANDING  # most jobs at a start: a stat, no path object
         path = self.path(job_id)
-        if not path.exists():
-            return Standing()
         return Standing(
             last_slot=records.last_slot(path),
             unfinished=[

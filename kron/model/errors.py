@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ def did_you_mean(word: object, options: Iterable[str], *, cutoff: float = 0.6) -
     """`; did you mean 'forbid'?` for a near miss among `options`, else ""."""
     if not isinstance(word, str) or len(word) > 200:  # no near miss is that long: spare difflib
         return ""
+    import difflib  # lazy (memory): a daemon loads it with the first misspelt field, if ever
+
     hint = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
     return f"; did you mean {hint[0]!r}?" if hint else ""
 

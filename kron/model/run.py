@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import os
-import secrets
 import socket
 import time
 from collections.abc import Mapping
@@ -96,7 +95,8 @@ class RunState(enum.StrEnum):
 
 def new_run_id() -> str:
     """A sortable id: milliseconds since the epoch (11 hex digits), then 9 random ones."""
-    return f"{int(time.time() * 1000):011x}{secrets.token_hex(5)[:9]}"
+    # os.urandom, as the secrets module does: importing that one loads OpenSSL's hmac.
+    return f"{int(time.time() * 1000):011x}{os.urandom(5).hex()[:9]}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import enum
 import functools
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from kron.model.digests import sha256
 from kron.model.errors import ValueProblem, excerpt
 from kron.model.units import parse_duration
 
@@ -41,6 +41,7 @@ _REFERENCE_WALL = datetime(2000, 1, 1)  # noqa: DTZ001 - a wall time, not an ins
 # zones shift by at most 2 h, so looking 3 h ahead of `after` finds every shift that matters.
 _MAX_SHIFT = timedelta(hours=3)
 _ONE_SECOND = timedelta(seconds=1)
+_NO_JITTER = timedelta(0)
 _MAX_STEPS = 16  # candidates tried per search: at most one gap and one repeated hour are skipped
 # An @at time lies in these years: nothing fires before the epoch, and a slot must leave room
 # to add the longest duration (units.MAX_DURATION, ten years) before datetime's year 9999.
@@ -208,8 +209,10 @@ def jitter_offset(job_id: str, jitter: timedelta) -> timedelta:
     """
     if jitter < timedelta(0):
         raise ValueError(f"jitter must not be negative, got {jitter}")
+    if not jitter:
+        return _NO_JITTER  # most jobs: no hash to compute, and one shared value
     span_us = jitter // timedelta(microseconds=1)
-    fraction = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    fraction = int.from_bytes(sha256(job_id.encode()).digest()[:8], "big")
     return timedelta(microseconds=(fraction * span_us) >> 64)
 
 

@@ -14,14 +14,10 @@ been given up on the event loop.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import smtplib
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from kron import __version__
@@ -218,6 +214,12 @@ async def _send_telegram(
 
 def _send_email_sync(target: EmailTarget, message: Message, timeout_s: float) -> None:
     """Send with smtplib; runs in a worker thread, every socket operation bounded by timeout_s."""
+    # Lazy (memory, start-up): smtplib, ssl and the email package, for email deliveries only.
+    import email.utils
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
     mail = EmailMessage()
     mail["Subject"] = message.summary
     mail["From"] = target.sender

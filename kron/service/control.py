@@ -15,7 +15,6 @@ Endpoints (all under /v1; job ids keep their slashes):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import socket
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kron.model.digests import sha256
 from kron.model.errors import DaemonUnreachable, KronError, UsageError, did_you_mean
 from kron.model.settings import Settings
 from kron.service.httpd import Request, Response
@@ -43,7 +43,7 @@ def default_socket_path(jobs_dir: Path, records_root: Path) -> Path:
     if runtime is None:
         return records_root / ".kron" / "kron.sock"
     real = os.path.realpath(jobs_dir)
-    tag = hashlib.sha256(real.encode()).hexdigest()[:8]
+    tag = sha256(real.encode()).hexdigest()[:8]
     # A unix socket's path must fit in 108 bytes: the folder's name is cut short.
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(real))[:24] or "root"
     return Path(runtime) / f"kron-{name}-{tag}.sock"

@@ -13,16 +13,19 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kron.config.cache import CACHE_NAME, JobCache
 from kron.config.catalog import Catalog, Changes, JobsDirGone
+from kron.config.watch import Watches, early_watches, watch
 from kron.engine.coordinator import JobsDirLock
 from kron.engine.scheduler import Scheduler
-from kron.engine.state import current_boot_id
+from kron.engine.state import current_boot_id, kron_dir
 from kron.model.clock import Clock, RealClock
 from kron.model.errors import KronError, Problem
 from kron.model.settings import Settings
 from kron.model.units import plural
 from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
+from kron.service.memory import give_back_memory
 from kron.service.runtime import DELIVERY_DRAIN_S, Runtime
 from kron.service.systemd import Notifier, watchdog_loop
 from kron.service.view import DaemonView, Stats
@@ -75,7 +78,11 @@ class Daemon:
         self._records_dir = records_dir
         self.clock = clock or RealClock()
         self.boot_id = boot_id or current_boot_id()
-        self.catalog = Catalog(jobs_dir, now=self.clock.now)
+        # The first load is read by forked workers (this process never parses a file until
+        # one changes), or taken from the warm-start cache in kron's folder of the records.
+        self.catalog = Catalog(
+            jobs_dir, now=self.clock.now, cache=self._job_cache, first_in_workers=True
+        )
         self.stats = Stats(jobs_dir=jobs_dir, records_root=records_dir or jobs_dir)
         self.control = control
         self.notifier = notifier or Notifier.from_environment()
@@ -85,9 +92,26 @@ class Daemon:
         self._console: Console | None = None  # the status page's actions, when on at start
         self._web_actions = False  # `[web] actions` as last applied
         self._control_socket: Path | None = None
+        self._watches: Watches | None = None  # opened before the first load, for the watcher
         self._stop = asyncio.Event()
         self._reloading = asyncio.Lock()  # one reload at a time: each reads what the last left
         self._background: set[asyncio.Task[None]] = set()
+
+    def _job_cache(self, settings: Settings) -> JobCache:
+        root = self._records_dir or settings.records_dir or self.jobs_dir
+        return JobCache(kron_dir(root) / CACHE_NAME, jobs_dir=self.jobs_dir)
+
+    async def _save_cache(self) -> None:
+        """Write the warm-start cache, in a worker thread, if it differs from what is loaded."""
+        write = self.catalog.cache_writer()
+        if write is None:
+            return
+        try:
+            count = await asyncio.to_thread(write)
+        except OSError as exc:
+            log.info("cannot write the job cache (%s); the next start reads every file", exc)
+        else:
+            log.debug("job cache: %d jobs written", count)
 
     @property
     def runtime(self) -> Runtime:
@@ -133,6 +157,9 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         lock = JobsDirLock(self.jobs_dir)
         try:
+            # Watched from before the first load: a change made while it reads is queued in
+            # the kernel, so nothing needs reading again once the watcher starts.
+            self._watches = early_watches(self.jobs_dir)
             self.load()
         except BaseException:
             lock.release()
@@ -291,6 +318,7 @@ class Daemon:
                 status = await asyncio.to_thread(self._report_status, changes, started)
             finally:
                 self.notifier.ready(status or self.status_line())
+            give_back_memory()  # the files read, and on a first edit the schema's code generation
             return changes
 
     async def _refresh_async(self) -> None:
@@ -402,7 +430,6 @@ class Daemon:
 
     async def _follow(self) -> None:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""
-        from kron.config.watch import watch  # lazy: only a serving daemon watches
 
         failing = False  # said once per streak, not every 5 s (a jobs directory moved away)
 
@@ -413,8 +440,9 @@ class Daemon:
             self._in_background(self._refresh_async(), f"re-checking {self.jobs_dir}")
 
         while not self._stop.is_set():
+            early, self._watches = self._watches, None
             try:
-                async for paths in watch(self.jobs_dir, self._stop, on_ready=ready):
+                async for paths in watch(self.jobs_dir, self._stop, on_ready=ready, watches=early):
                     await self._reload_logged(paths)
             except OSError as exc:
                 if not failing:
@@ -470,6 +498,7 @@ class Daemon:
         watchdog = asyncio.ensure_future(watchdog_loop(self.notifier, self._stop))
         # READY only now: the SIGHUP handler is in place, so `systemctl reload` is safe.
         self.notifier.ready(self.status_line())
+        self._in_background(self._save_cache(), "writing the job cache")
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done() and runner.exception():
             log.error("scheduler stopped unexpectedly", exc_info=runner.exception())
@@ -486,6 +515,7 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.runtime.state.save_logged()
+        await self._save_cache()  # what reloads changed, for the next start
         self.close()
         log.info("kron daemon stopped")
 
@@ -502,6 +532,9 @@ class Daemon:
                 self._control_socket.unlink()
             self._control_socket = None
         self.notifier.close()
+        if self._watches is not None:
+            self._watches.close()
+            self._watches = None
         if self._runtime is not None:
             self._runtime.close()
 

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import h11
+if TYPE_CHECKING:
+    import h11
 
 log = logging.getLogger("kron.httpd")
 MAX_BODY = 1024 * 1024
@@ -66,6 +67,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 async def _serve_connection(
     handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    # Lazy (memory, start-up): an idle daemon that no one asks anything never loads h11.
+    import h11
+
     conn = h11.Connection(h11.SERVER)
     try:
         request = await asyncio.wait_for(_read_request(conn, reader), READ_TIMEOUT_S)
@@ -102,6 +106,8 @@ async def _serve_connection(
 
 
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> Request | None:
+    import h11  # loaded by the caller already
+
     head: h11.Request | None = None
     body = bytearray()
     while True:

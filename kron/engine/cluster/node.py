@@ -163,18 +163,21 @@ class ClusterNode:
         for job_id in ids:
             standing = local.standing(job_id)
             newest = found["slots"].get(job_id)
-            if newest is not None and (standing.last_slot is None or newest > standing.last_slot):
-                standing.last_slot = newest
+            if newest is None or (standing.last_slot is not None and newest <= standing.last_slot):
+                newest = standing.last_slot
             recent = [*standing.recent, *found["recent"].get(job_id, [])]
-            standing.recent = [
-                line
-                for line in recent
-                if not (
-                    isinstance(line, RunRecord)
-                    and (line.job, line.slot, line.trigger.value, line.upstream) in skip
-                )
-            ]
-            self.store.standings[job_id] = standing
+            self.store.standings[job_id] = replace(
+                standing,
+                last_slot=newest,
+                recent=[
+                    line
+                    for line in recent
+                    if not (
+                        isinstance(line, RunRecord)
+                        and (line.job, line.slot, line.trigger.value, line.upstream) in skip
+                    )
+                ],
+            )
 
     def attach(self, scheduler: Scheduler) -> None:
         self.coordinator.takeover.attach(scheduler, self.store)

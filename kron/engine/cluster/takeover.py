@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kron.engine.attempts import retry_timeline
 from kron.engine.cluster.nodes import Taken
 from kron.model.clock import Clock
 from kron.model.run import Outcome, RunEnded, Trigger, read_line
@@ -112,6 +111,8 @@ class TakeOver:
         policy = js.job.retry
         if launch.attempt >= policy.attempts:
             return
+        from kron.engine.retries import retry_timeline  # lazy: tenacity, for a job that retries
+
         waits = retry_timeline(policy)
         due = at + timedelta(seconds=waits[launch.attempt - 1]) if launch.running else at
         scheduler.resume(launch.job, record or taken_record(launch, why, at), at=due)
