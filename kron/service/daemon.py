@@ -27,6 +27,7 @@ from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
 from kron.service.memory import give_back_memory
 from kron.service.runtime import DELIVERY_DRAIN_S, Runtime
+from kron.service.signals import Signals
 from kron.service.systemd import Notifier, watchdog_loop
 from kron.service.view import DaemonView, Stats
 
@@ -92,6 +93,7 @@ class Daemon:
         self._console: Console | None = None  # the status page's actions, when on at start
         self._web_actions = False  # `[web] actions` as last applied
         self._control_socket: Path | None = None
+        self._signals: Signals | None = None  # from `start` to `close`
         self._watches: Watches | None = None  # opened before the first load, for the watcher
         self._stop = asyncio.Event()
         self._reloading = asyncio.Lock()  # one reload at a time: each reads what the last left
@@ -151,10 +153,10 @@ class Daemon:
 
     async def start(self) -> None:
         """Lock, load, recover from the last stop, and arm every job."""
-        loop = asyncio.get_running_loop()
+        self._signals = Signals(asyncio.get_running_loop())
         for signum in (signal.SIGTERM, signal.SIGINT):
             # From the very start: a stop requested while loading is honoured once serving.
-            loop.add_signal_handler(signum, self.request_stop)
+            self._signals.on(signum, self.request_stop)
         lock = JobsDirLock(self.jobs_dir)
         try:
             # Watched from before the first load: a change made while it reads is queued in
@@ -489,8 +491,8 @@ class Daemon:
     async def serve(self, *, watch: bool = True) -> None:
         """Run until SIGTERM/SIGINT, then shut down within shutdown_grace."""
         scheduler = self.runtime.scheduler
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if self._signals is not None:
+            self._signals.on(signal.SIGHUP, self._on_sighup)
         runner = asyncio.ensure_future(scheduler.run_forever())
         stuck = asyncio.ensure_future(self.runtime.stuck.run_forever())
         follower = asyncio.ensure_future(self._follow()) if watch else None
@@ -520,10 +522,9 @@ class Daemon:
         log.info("kron daemon stopped")
 
     def close(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
         for server in self._servers:
             server.close()
         self._servers.clear()

@@ -29,6 +29,7 @@ from kron.model.schedule import AtSchedule, ScheduleKind, jitter_offset
 from kron.model.settings import Settings
 from kron.model.times import format_time
 from kron.service.runtime import Runtime
+from kron.service.signals import Signals
 
 __all__ = ["not_a_slot", "run_here", "run_once"]
 
@@ -113,9 +114,9 @@ async def run_here(
     if slot is not None and job.jitter:
         await clock.sleep_until(slot + jitter_offset(job.id, job.jitter))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    signals = Signals(asyncio.get_running_loop())
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        signals.on(signum, stop.set)
     try:
         run = runtime.scheduler.fire(
             job.id,
@@ -125,8 +126,7 @@ async def run_here(
         outcome = await _until_done(runtime, run.task if run else None, stop, settings)
         await runtime.drain()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        signals.close()
     return outcome
 
 
