@@ -30,9 +30,12 @@ _AFTER_KILL_WAIT_S = 5.0
 
 def start_ticks(pid: int) -> int | None:
     """When a process started, in clock ticks since boot (/proc/PID/stat, field 22)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
+    try:  # os.open rather than open(): read once per run started, in a burst 500 times
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+        finally:
+            os.close(fd)
     except (OSError, IndexError):
         return None
     try:
