@@ -299,6 +299,11 @@ class Catalog:
             loaded.extend(part)
         return loaded
 
+    @property
+    def from_cache(self) -> int:
+        """How many files the last load took from the warm-start cache, unread."""
+        return self._kept
+
     def cache_writer(self) -> Callable[[], int] | None:
         """What writes the warm-start cache as things stand now (None: nothing to write), to
         call in a worker thread: every file whose reading its file alone decides. It returns

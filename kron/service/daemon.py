@@ -208,11 +208,13 @@ class Daemon:
         except BaseException:
             self.close()
             raise
+        cached = self.catalog.from_cache
         log.info(
-            "kron daemon started: %d jobs loaded from %s, %d invalid files",
+            "kron daemon started: %d jobs loaded from %s, %d invalid files%s",
             len(jobs),
             self.jobs_dir,
             len(self.catalog.invalid_files),
+            f" ({cached} unchanged files taken from the warm-start cache)" if cached else "",
         )
 
     @property
