@@ -18,20 +18,20 @@ from kron.engine.coordinator import JobsDirLock
 from kron.engine.scheduler import Scheduler
 from kron.engine.state import current_boot_id, kron_dir
 from kron.model.clock import Clock, RealClock
-from kron.model.errors import KronError, Problem
+from kron.model.errors import KronError
 from kron.model.settings import Settings
 from kron.model.units import plural
 from kron.service.control import ControlAPI, default_socket_path
 from kron.service.httpd import serve_unix
 from kron.service.memory import give_back_memory
+from kron.service.reports import log_problems, report_changes
 from kron.service.runtime import DELIVERY_DRAIN_S, Runtime
 from kron.service.signals import Signals
 from kron.service.systemd import Notifier, watchdog_loop
 from kron.service.view import DaemonView, Stats
 
 if TYPE_CHECKING:
-    from kron.service.metrics import Metrics
-    from kron.service.webactions import Console
+    from kron.service.site import Site
 
 __all__ = ["Daemon"]
 
@@ -72,8 +72,7 @@ class Daemon:
         self._runtime: Runtime | None = None  # built by start(), once the jobs are loaded
         self.view: DaemonView | None = None  # built by start(), with the runtime
         self._servers: list[asyncio.Server] = []
-        self._console: Console | None = None  # the status page's actions, when on at start
-        self._web_actions = False  # `[web] actions` as last applied
+        self._site: Site | None = None  # /metrics and the status page, when `metrics` is set
         self._control_socket: Path | None = None
         self._signals: Signals | None = None  # from `start` to `close`
         self._watches: Watches | None = None  # opened before the first load, for the watcher
@@ -130,7 +129,7 @@ class Daemon:
         settings_errors = [p for p in changes.settings_problems if p.is_error]
         if settings_errors:
             raise KronError("invalid kron.toml:\n" + "\n".join(str(p) for p in settings_errors))
-        _log_problems(self.catalog.problems)
+        log_problems(self.catalog.problems)
         return changes
 
     async def start(self) -> None:
@@ -204,7 +203,12 @@ class Daemon:
             if self.control:
                 await self._start_control(view)
             if metrics is not None and settings.metrics:
-                await self._start_metrics(view, metrics, settings.metrics)
+                from kron.service.site import Site  # lazy, as the metrics
+
+                self._site = Site(
+                    view, runtime, metrics, settings=lambda: self.settings, clock=self.clock
+                )
+                self._servers.append(await self._site.start(settings.metrics))
         except BaseException:
             self.close()
             raise
@@ -232,39 +236,6 @@ class Daemon:
             raise KronError(f"{said}; set control_socket in kron.toml") from None
         self._control_socket = path
         log.info("control socket: %s", path)
-
-    async def _start_metrics(self, view: DaemonView, metrics: Metrics, address: str) -> None:
-        """Serve /metrics and the status page on `address` (HOST:PORT), with its actions when
-        `[web]` turns them on."""
-        # Lazy, as the metrics: a daemon without a `metrics` listener never loads them.
-        from kron.service.httpd import serve_tcp
-        from kron.service.web import StatusSite, listen_address
-        from kron.service.webactions import Console
-        from kron.service.webauth import Sessions, read_token
-
-        host, port = listen_address(address)
-        shown = f"[{host}]" if ":" in host else host
-        web = self.settings.web
-        console = None
-        if web.actions:
-            # Read once, at start: a new token takes a restart, which also ends every session.
-            sessions = Sessions(read_token(web), now=self.clock.now)
-            self._web_actions = True
-            console = self._console = Console(
-                view, self.runtime, sessions, enabled=lambda: self.settings.web.actions
-            )
-        try:
-            server = await serve_tcp(host, port, StatusSite(view, metrics, console))
-        except OSError as exc:
-            raise KronError(f"cannot listen on metrics = {shown}:{port}: {exc}") from None
-        self._servers.append(server)
-        bound_port = server.sockets[0].getsockname()[1]
-        log.info(
-            "metrics and status page: http://%s:%d/%s",
-            shown,
-            bound_port,
-            " (actions on: log in with the token in [web] token_file)" if console else "",
-        )
 
     # -- reloading --------------------------------------------------------------------------
 
@@ -352,67 +323,18 @@ class Daemon:
     def _put_in_force(self, changes: Changes) -> None:
         """Bring the runtime, and the status page's actions, in line with a catalog change."""
         self.runtime.apply(changes, self.settings)
-        if changes.settings_changed:
-            self._web_changed()
+        if changes.settings_changed and self._site is not None:
+            self._site.settings_changed()
 
     def _report(self, changes: Changes, started: float | None = None) -> None:
-        """Log a catalog change and write it to the audit log.
+        """Log a catalog change and write it to the audit log (`reports.report_changes`).
 
         Safe in a worker thread once the change is in force: it reads only `changes` and the
         catalog, which changes only under the reload lock that its caller holds.
         """
-        started = started or time.perf_counter()
         audit = self.runtime.audit
         assert audit is not None
-        if changes.settings_changed:
-            audit.write("settings", path=self.settings.path)
-        for problem in changes.settings_problems:
-            (log.error if problem.is_error else log.warning)(
-                "%s (kept the last good settings)", problem
-            )
-        for entry in changes.invalid:
-            _log_problems(entry.problems)
-            kept = " (its last good version stays scheduled)" if entry.job is not None else ""
-            log.error("%s: invalid%s", entry.path, kept)
-            audit.write(
-                "invalid",
-                job=entry.job_id,
-                path=entry.path,
-                error="; ".join(p.message for p in entry.errors),
-            )
-        for entry in changes.fixed:
-            log.info("%s: valid again", entry.path)
-        for job in changes.added:
-            audit.write("add", job=job.id, path=job.path, config_sha=job.config_sha)
-        for job in changes.updated:
-            audit.write("change", job=job.id, path=job.path, config_sha=job.config_sha)
-        for job_id in changes.removed:
-            audit.write("remove", job=job_id)
-        if changes:
-            log.info(
-                "reloaded in %.1f ms: %d added, %d changed, %d removed, %d invalid",
-                (time.perf_counter() - started) * 1000,
-                len(changes.added),
-                len(changes.updated),
-                len(changes.removed),
-                len(changes.invalid),
-            )
-
-    def _web_changed(self) -> None:
-        """`[web] actions` turned off applies now, and ends every session, so that turning them
-        on again asks for the token again; turned on, it takes a restart (the token is read at
-        start)."""
-        wanted = self.settings.web.actions
-        if wanted == self._web_actions:
-            return
-        self._web_actions = wanted
-        if self._console is not None and not wanted:
-            ended = self._console.sessions.end_all()
-            log.info("status page: actions turned off; %d sessions ended", ended)
-        elif self._console is not None:
-            log.info("status page: actions turned on again; log in with the token")
-        else:
-            log.warning("status page: [web] actions takes a restart of the daemon to turn on")
+        report_changes(changes, audit=audit, settings_path=self.settings.path, started=started)
 
     async def _follow(self) -> None:
         """Apply changes from the jobs directory as they come; a failure never stops the daemon."""
@@ -522,8 +444,3 @@ class Daemon:
             self._watches = None
         if self._runtime is not None:
             self._runtime.close()
-
-
-def _log_problems(problems: list[Problem]) -> None:
-    for problem in problems:
-        (log.error if problem.is_error else log.warning)("%s", problem)
