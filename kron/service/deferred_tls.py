@@ -16,7 +16,6 @@ that hold `ssl`, and `SSLAgainErrors`); any other imports asyncio as it is.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
@@ -57,8 +56,11 @@ def _give_asyncio(ssl: ModuleType) -> None:
         sslproto.SSLAgainErrors = (ssl.SSLWantReadError, ssl.SSLSyscallError)  # type: ignore[attr-defined]
 
 
-class _GiveAsyncioTLS(importlib.abc.MetaPathFinder):
-    """Finds `ssl` as the standard finders do, and hands it to asyncio once executed."""
+class _GiveAsyncioTLS:
+    """Finds `ssl` as the standard finders do, and hands it to asyncio once executed.
+
+    A finder and a loader by protocol, not by subclassing `importlib.abc`: that module imports
+    `importlib.resources`, 50 ms and half a megabyte for a daemon that never uses them."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -69,11 +71,11 @@ class _GiveAsyncioTLS(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _Handing(spec.loader)
+        spec.loader = _Handing(spec.loader)  # type: ignore[assignment]  # a loader by protocol
         return spec
 
 
-class _Handing(importlib.abc.Loader):
+class _Handing:
     def __init__(self, loader: Any) -> None:
         self._loader = loader
 
