@@ -1,4 +1,4 @@
-"""kron beside yacron and APScheduler, measured from outside. See bench/README.md.
+"""kron beside yacron, APScheduler and Debian cron, measured from outside. See bench/README.md.
 
 python bench/run.py [--quick] [--only WORKLOAD[,WORKLOAD...]] [--output FILE]
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from crond import ensure_cron
 from harness import (
     REPO,
     RUNNERS,
@@ -32,6 +33,7 @@ from harness import (
     workdir,
 )
 from report import NOTES_BEGIN, NOTES_END, Row, kept_notes, markdown_table, text_table
+from scale import SIZES, Scale, Startup
 from workloads import (
     BURST_LEAD_S,
     IDLE_LEAD_S,
@@ -43,7 +45,8 @@ from workloads import (
     run_seconds,
 )
 
-WORKLOADS = ("validate", "idle", "burst", "accuracy", "reload", "seconds")
+WORKLOADS = ("validate", "startup", "idle", "burst", "accuracy", "reload", "seconds", "scale")
+NEEDS_CRON = {"startup", "idle", "burst", "accuracy", "scale"}
 DOC = REPO / "docs" / "benchmarks.md"
 
 
@@ -115,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_cleanup()
     ensure_venv()
+    if NEEDS_CRON & set(args.selected):
+        ensure_cron()
     started = dt.datetime.now(dt.UTC)
     info = {"machine": machine(), "versions": versions(), "load_start": loadavg()}
     floor_median, floor_max = command_floor_ms(workdir("floor") / "starts.txt")
     info["floor"] = f"{floor_median:.1f} ms median, {floor_max:.1f} ms worst (20 starts)"
+    burst_median = None
     if "burst" in args.selected:
         burst_median, burst_max = burst_floor_ms(workdir("floor") / "burst.txt")
         info["burst_floor"] = (
@@ -142,6 +148,29 @@ def main(argv: list[str] | None = None) -> int:
             validate = Validate(sizes={1000: 5, 10000: 3})
         validate.prepare()
         fillers.extend(validate.fillers())
+    startup = None
+    if "startup" in selected:
+        startup = Startup(runs=1 if quick else 3)
+        startup.prepare()
+        for runner, guess_s in startup.plan():
+            fillers.append(
+                Filler(
+                    f"startup {runner}",
+                    lambda g=guess_s: g,
+                    lambda r=runner: startup.run_once(r),
+                )
+            )
+    scale = None
+    if "scale" in selected:
+        scale = Scale(window_s=30.0 if quick else 60.0, edits=2 if quick else 3)
+        for n in SIZES:
+            fillers.append(
+                Filler(
+                    f"scale {n:,}",
+                    lambda n=n: scale.estimate(n),
+                    lambda n=n: scale.run_size(n),
+                )
+            )
     if "reload" in selected:
         fillers.append(
             Filler(
@@ -205,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         if validate.failures:
             rows["validate"][0].notes.extend(validate.failures)
     if burst.results:
-        rows["burst"] = burst.rows()
+        rows["burst"] = burst.rows(floor_ms=burst_median)
+    if startup is not None:
+        rows["startup"] = startup.rows()
+    if scale is not None:
+        rows["scale"] = scale.rows()
     # idle and accuracy share a run; split their rows back into the workload order.
     idle_rows = [r for r in rows["idle"] if r.workload.startswith("idle")]
     rows["accuracy"] = [r for r in rows["idle"] if r.workload.startswith("accuracy")]
@@ -239,12 +272,12 @@ def write_page(
         f"- {r.workload} — {r.figure}: kron {r.cell('kron')}{' ' + r.unit if r.unit else ''}; "
         f"{r.verdict()}"
         for r in rows
-        if r.target
+        if r.has_target()
     ]
     run_notes = [f"- {r.workload}: {n}" for r in rows for n in r.notes]
     run_notes += [f"- failed: {f}" for f in info["failures"]]
     notes = kept_notes(path) or "No notes yet.\n"
-    page = f"""# Benchmarks: kron beside yacron and APScheduler
+    page = f"""# Benchmarks: kron beside yacron, APScheduler and Debian cron
 
 Produced by `python bench/run.py` ({mode} run, {info["duration"]}) on {started:%Y-%m-%d %H:%M} UTC.
 Every figure below comes from that run; [what is measured](#what-is-measured) says how.
@@ -266,6 +299,7 @@ Every figure below comes from that run; [what is measured](#what-is-measured) sa
 | kron | {v["kron"]} |
 | yacron | {v["yacron"]} |
 | APScheduler | {v["apscheduler"]} |
+| Debian cron | {v["cron"]} |
 
 ## Figures
 
