@@ -7,10 +7,12 @@ pidfile, /run/crond.pid). The machine's crontabs are never read or written, and 
 running on the machine (whose pidfile is in the real /run) is not in the way. The namespace goes
 away with the process.
 
-The jobs are one system crontab, /etc/cron.d/bench, a line per job (`M H DOM MON DOW root
-COMMAND`), cron's own form for many jobs; `%` is escaped, since cron turns a bare `%` into a
-newline. Files in /etc/cron.d must belong to root and not be writable by group or others, and
-their names may not hold a dot, or cron skips them.
+The jobs are system crontabs in /etc/cron.d, a line per job (`M H DOM MON DOW root COMMAND`),
+cron's own form for many jobs; `%` is escaped, since cron turns a bare `%` into a newline.
+Debian's cron ignores a whole crontab of more than 10,000 lines ("crontab must not be longer
+than 10000 lines, this crontab file will be ignored"), so the jobs go 5,000 to a file
+(bench-0000, bench-0001...). Files in /etc/cron.d must belong to root and not be writable by
+group or others, and their names may not hold a dot, or cron skips them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from jobfiles import Job
 
 CRON = "/usr/sbin/cron"
-TABLE = "bench"  # /etc/cron.d/bench inside the namespace
+TABLE = "bench"  # /etc/cron.d/bench-NNNN inside the namespace
+LINES_PER_TABLE = 5000  # Debian's cron ignores a crontab of more than 10,000 lines
 
 
 def ensure_cron() -> None:
@@ -57,7 +60,7 @@ def cron_line(job: Job) -> str:
 
 
 def write_tables(folder: Path, jobs: Iterable[Job]) -> Path:
-    """folder/cron.d/bench with every job, an empty spool and /etc/crontab; return folder."""
+    """folder/cron.d/bench-NNNN with every job, an empty spool and /etc/crontab; return folder."""
     (folder / "cron.d").mkdir(parents=True, exist_ok=True)
     (folder / "crontabs").mkdir(exist_ok=True)
     (folder / "cron.d").chmod(0o755)
@@ -65,10 +68,12 @@ def write_tables(folder: Path, jobs: Iterable[Job]) -> Path:
     crontab = folder / "crontab"
     crontab.write_text("")
     crontab.chmod(0o644)
-    table = folder / "cron.d" / TABLE
-    lines = ['MAILTO=""', "SHELL=/bin/sh", *(cron_line(job) for job in jobs)]
-    table.write_text("\n".join(lines) + "\n")
-    table.chmod(0o644)  # cron skips a table that group or others may write
+    lines = [cron_line(job) for job in jobs]
+    for k, first in enumerate(range(0, max(len(lines), 1), LINES_PER_TABLE)):
+        table = folder / "cron.d" / f"{TABLE}-{k:04d}"
+        chunk = ['MAILTO=""', "SHELL=/bin/sh", *lines[first : first + LINES_PER_TABLE]]
+        table.write_text("\n".join(chunk) + "\n")
+        table.chmod(0o644)  # cron skips a table that group or others may write
     return folder
 
 

@@ -40,6 +40,7 @@ YACRON_WATCH_S = 60.0  # yacron at 10,000 jobs may never go quiet (it re-reads e
 SIZES = (1000, 10000, 100000)
 YACRON_MAX = 10000  # yacron re-reads every file every minute: 16 CPU s a minute at 10,000
 START_BUDGET_S = 90.0  # a peer whose start at a size is predicted to take longer is not run
+LINEAR = 11.0  # growth per 10x jobs judged linear or better: 10x, and 10 % for noise
 QUIET_S = 1.0  # "armed" for a runner with no signal: its last CPU use before this long without
 SIGNALS = frozenset({"kron", "apscheduler"})  # runners that send READY=1
 ORDER = ("cron", "apscheduler", "kron", "yacron")  # yacron last: its minute re-read is loud
@@ -269,8 +270,8 @@ class Scale:
         if runner == "yacron" and n > YACRON_MAX:
             return f"not run: yacron only up to {YACRON_MAX:,} jobs"
         smaller = [m for m in self.results if m < n and self.results[m].load_s.get(runner)]
-        if runner == "kron" or not smaller:
-            return None
+        if runner == "kron" or not smaller or n <= YACRON_MAX:
+            return None  # every runner runs up to 10,000 jobs: the figures the targets need
         m = max(smaller)
         predicted = self.results[m].load_s[runner] * n / m  # type: ignore[operator]
         if predicted > START_BUDGET_S:
@@ -469,7 +470,10 @@ class Scale:
         return out
 
     def _growth_rows(self) -> list[Row]:
-        what = "scale growth per 10x jobs (10k ÷ 1k, 100k ÷ 10k; linear or better: each ≤ 10x)"
+        what = (
+            "scale growth per 10x jobs (10k ÷ 1k, 100k ÷ 10k; linear or better: each ≤ 10x, "
+            "with 10 % for noise)"
+        )
         # Below these a figure is noise: growth from "nothing" to "nothing" is no growth.
         floors = {
             "load": 0.02,
@@ -498,8 +502,16 @@ class Scale:
                 if not known:
                     cells[r] = None
                     continue
-                linear = all(g <= 10.0 for g in known)
-                cells[r] = ", ".join("—" if g is None else f"{g:.1f}x" for g in steps) + (
+                linear = all(g <= LINEAR for g in known)
+                shown = [
+                    "—"
+                    if g is None
+                    else "≈ 0 → ≈ 0"
+                    if _both_below(a, b, floors[figure])
+                    else f"{g:.1f}x"
+                    for g, (a, b) in zip(steps, itertools.pairwise(values), strict=True)
+                ]
+                cells[r] = ", ".join(shown) + (
                     ": linear or better" if linear else ": worse than linear"
                 )
                 if r == "kron":
@@ -527,6 +539,10 @@ class Scale:
             )
         )
         return rows
+
+
+def _both_below(a: float | None, b: float | None, floor: float) -> bool:
+    return a is not None and b is not None and a <= floor and b <= floor
 
 
 def _growth(a: float | None, b: float | None, floor: float) -> float | None:
