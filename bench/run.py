@@ -53,7 +53,7 @@ DOC = REPO / "docs" / "benchmarks.md"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer and shorter runs (≈ 10 min), for development"
+        "--quick", action="store_true", help="fewer and shorter runs (≈ 13 min), for development"
     )
     parser.add_argument(
         "--only",
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         fillers.extend(validate.fillers())
     startup = None
     if "startup" in selected:
-        startup = Startup(runs=1 if quick else 3)
+        startup = Startup(runs=1 if quick else 3, yacron=not quick)
         startup.prepare()
         for runner, guess_s in startup.plan():
             fillers.append(
@@ -373,17 +373,18 @@ process group after 15 s.
 6. **seconds** (kron only): 500 jobs on `*/10 * * * * *`, 3 slots (2 in `--quick`): latency
    after each slot, the time until all 500 had started, and distinct/total starts per slot.
 7. **start-up**: 10,000 jobs due half a year from now, every runner started alone, round-robin,
-   3 times (once in `--quick`; yacron once). *All jobs armed* is exec → `READY=1` on a
-   `NOTIFY_SOCKET` the bench listens on for kron (sent once its jobs are loaded and armed) and
-   for the APScheduler daemon (sent once `start()` has put every job in its store with its first
-   fire time). Cron and yacron send nothing, so for them it is exec → the last moment the process
-   (its threads and children, from `/proc/PID/task/*/schedstat`, polled every 10 ms) used 1 ms
-   or more of CPU in a poll, before a full second without; that rule is also given for every
-   runner as a cross-check (for kron it includes writing its warm-start cache after READY=1).
-   A runner that is never quiet for a second is reported as such after 60 s (yacron at 10,000
-   jobs re-reads every file every minute). kron's figure is a *cold* start (its warm-start cache,
-   `<records>/.kron/jobs.cache`, deleted first); its *warm* start is a second start of the same
-   folder after the first one stopped cleanly with SIGTERM (kron writes the cache then).
+   3 times (once in `--quick`; yacron once, and not in `--quick`). *All jobs armed* is exec →
+   `READY=1` on a `NOTIFY_SOCKET` the bench listens on for kron (sent once its jobs are loaded
+   and armed) and for the APScheduler daemon (sent once `start()` has put every job in its store
+   with its first fire time). Cron and yacron send nothing, so for them it is exec → the last
+   moment the process (its threads and children, from `/proc/PID/task/*/schedstat`, polled every
+   10 ms) used 1 ms or more of CPU in a poll, before a full second without; that rule is also
+   given for every runner as a cross-check (for kron it includes writing its warm-start cache
+   after READY=1). A runner that is never quiet for a second is reported as such after 150 s
+   (yacron's daemon needs about 10 CPU s to start on 1,000 jobs, so minutes on 10,000). kron's
+   figure is a *cold* start (its warm-start cache, `<records>/.kron/jobs.cache`, deleted first);
+   its *warm* start is a second start of the same folder after the first one stopped cleanly
+   with SIGTERM (kron writes the cache then).
 8. **scale**: 1,000, 10,000 and 100,000 jobs none due. Each runner is started alone as in 7
    (kron cold, stopped, then warm), then all of them idle side by side for 60 s (30 s in
    `--quick`): CPU seconds a minute and VmRSS at the end of the window. Then, the peers stopped,
@@ -418,7 +419,7 @@ wall-time figures more than in CPU figures.
 HOW_TO_REPRODUCE = """\
 ```console
 $ python3 bench/run.py            # full run, ≈ 25 min; rewrites docs/benchmarks.md
-$ python3 bench/run.py --quick    # ≈ 10 min; writes bench/out/benchmarks-quick.md
+$ python3 bench/run.py --quick    # ≈ 13 min; writes bench/out/benchmarks-quick.md
 $ python3 bench/run.py --only burst,accuracy
 $ python3 bench/run.py --only startup,scale
 ```
