@@ -33,7 +33,8 @@ from harness import (
     workdir,
 )
 from report import NOTES_BEGIN, NOTES_END, Row, kept_notes, markdown_table, text_table
-from scale import SIZES, Scale, Startup
+from scale import SIZES, Scale
+from startup import Startup
 from workloads import (
     BURST_LEAD_S,
     IDLE_LEAD_S,
