@@ -32,7 +32,7 @@ STARTUP_JOBS = 10000
 # yacron's daemon takes about 10 CPU s to start on 1,000 jobs here (`yacron -v` 1.8 s), so
 # 10,000 take minutes; it is watched this long, then measured as it is.
 YACRON_WATCH_S = 150.0
-QUIET_S = 1.0  # "armed" for a runner with no signal: its last CPU use before this long without
+QUIET_S = 1.0  # "armed" for a runner with no signal: its last busy poll before this long quiet
 SIGNALS = frozenset({"kron", "apscheduler"})  # runners that send READY=1
 ORDER = ("cron", "apscheduler", "kron", "yacron")  # yacron last: its minute re-read is loud
 
