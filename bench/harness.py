@@ -1,4 +1,4 @@
-"""What every workload needs: the bench venv, daemons watched from /proc, job timestamps, stats."""
+"""What every workload needs: the bench venvs, daemons watched from /proc, job timestamps, stats."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# -- the bench venv ----------------------------------------------------------------------------
+# -- the bench venvs ---------------------------------------------------------------------------
 
 
 def ensure_venv() -> None:
@@ -155,7 +155,7 @@ def loadavg() -> str:
 
 
 def venv_command(runner: str) -> list[str]:
-    """The argv prefix that starts a runner from the bench venv."""
+    """The argv prefix that starts a runner from its bench venv."""
     if runner == "apscheduler":
         return [str(PEERS_BIN / "python"), str(BENCH_DIR / "apscheduler_daemon.py")]
     if runner == "yacron":
