@@ -1,4 +1,4 @@
-"""What every workload needs: the bench venv, daemons watched from /proc, job timestamps, stats."""
+"""What every workload needs: the bench venvs, daemons watched from /proc, job timestamps, stats."""
 
 from __future__ import annotations
 
@@ -22,10 +22,14 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+# kron and the peers cannot share one venv (yacron 0.19 pins ruamel.yaml < 0.17.5, kron needs
+# 0.19 or later): kron goes in bench/.venv, yacron and APScheduler in bench/.venv-peers.
 VENV = BENCH_DIR / ".venv"
 VENV_BIN = VENV / "bin"
+PEERS_VENV = BENCH_DIR / ".venv-peers"
+PEERS_BIN = PEERS_VENV / "bin"
 PEERS = ("yacron==0.19.*", "APScheduler==3.11.*")
-RUNNERS = ("kron", "yacron", "apscheduler")
+RUNNERS = ("kron", "yacron", "apscheduler", "cron")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,44 +38,44 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# -- the bench venv ----------------------------------------------------------------------------
+# -- the bench venvs ---------------------------------------------------------------------------
 
 
 def ensure_venv() -> None:
-    """Create bench/.venv with the peers and kron (editable); reinstall when pyproject changes."""
+    """Create bench/.venv with kron (editable), reinstalled when pyproject changes, and
+    bench/.venv-peers with yacron and APScheduler."""
     marker = VENV / ".kron-pyproject-sha256"
     pyproject_sha = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
-    python = VENV_BIN / "python"
     # Runners start as installed ones do, from cached bytecode: a shell that sets
     # PYTHONDONTWRITEBYTECODE would make every start compile its sources again.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    if not python.exists():
-        say(f"creating {VENV.relative_to(REPO)}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if not (marker.exists() and marker.read_text() == pyproject_sha and _peers_installed()):
-        _install(python)
+    for venv in (VENV, PEERS_VENV):
+        if not (venv / "bin" / "python").exists():
+            say(f"creating {venv.relative_to(REPO)}")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not (marker.exists() and marker.read_text() == pyproject_sha and _imports(VENV_BIN, "kron")):
+        _install(VENV_BIN / "python", "-e", str(REPO))
         marker.write_text(pyproject_sha)
-    subprocess.run(  # a file that does not compile is only left to compile at import
-        [str(python), "-m", "compileall", "-q", str(REPO / "kron"), str(VENV / "lib")],
+    if not _imports(PEERS_BIN, "yacron, apscheduler"):
+        _install(PEERS_BIN / "python", *PEERS)
+    # A file that does not compile is only left to compile at import.
+    for venv in (VENV, PEERS_VENV):
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")],
+            check=False,
+            capture_output=True,
+        )
+    subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "compileall", "-q", str(REPO / "kron")],
         check=False,
         capture_output=True,
     )
 
 
-def _install(python: Path) -> None:
-    say("installing yacron, APScheduler and kron (editable) into the bench venv")
+def _install(python: Path, *what: str) -> None:
+    say(f"installing {' '.join(what)} into {python.parent.parent.relative_to(REPO)}")
     result = subprocess.run(  # noqa: PLW1510 (the exit code is checked below, with pip's output)
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *PEERS,
-            "-e",
-            str(REPO),
-        ],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *what],
         capture_output=True,
         text=True,
     )
@@ -79,31 +83,45 @@ def _install(python: Path) -> None:
         sys.exit(f"pip install failed:\n{result.stdout}{result.stderr}")
 
 
-def _peers_installed() -> bool:
-    probe = "import yacron, apscheduler, kron"
-    return (
-        subprocess.run(
-            [str(VENV_BIN / "python"), "-c", probe], capture_output=True, check=False
-        ).returncode
-        == 0
-    )
+def _imports(bin_dir: Path, modules: str) -> bool:
+    probe = [str(bin_dir / "python"), "-c", f"import {modules}"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def versions() -> dict[str, str]:
-    """Versions as the bench venv sees them, and the kron commit measured."""
+    """Versions as the bench venvs see them, Debian's cron package, and the kron commit."""
     code = (
         "import importlib.metadata as m, sys; print(sys.version.split()[0]);"
-        "[print(m.version(d)) for d in ('kron', 'yacron', 'APScheduler')]"
+        "[print(m.version(d)) for d in sys.argv[1:]]"
     )
-    out = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, check=True
+    ours = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", code, "kron"], capture_output=True, text=True, check=True
     )
-    python, kron, yacron, aps = out.stdout.split()
+    peers = subprocess.run(
+        [str(PEERS_BIN / "python"), "-c", code, "yacron", "APScheduler"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    python, kron = ours.stdout.split()
+    _, yacron, aps = peers.stdout.split()
+    cron = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "cron"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = _git("status", "--porcelain", "--", "kron", "pyproject.toml")
     if dirty:
         commit += f" + uncommitted changes in {len(dirty.splitlines())} file(s) under kron/"
-    return {"python": python, "kron": f"{kron} ({commit})", "yacron": yacron, "apscheduler": aps}
+    return {
+        "python": python,
+        "kron": f"{kron} ({commit})",
+        "yacron": yacron,
+        "apscheduler": aps,
+        "cron": cron or "unknown",
+    }
 
 
 def _git(*args: str) -> str:
@@ -137,9 +155,13 @@ def loadavg() -> str:
 
 
 def venv_command(runner: str) -> list[str]:
-    """The argv prefix that starts a runner from the bench venv."""
+    """The argv prefix that starts a runner from its bench venv."""
     if runner == "apscheduler":
-        return [str(VENV_BIN / "python"), str(BENCH_DIR / "apscheduler_daemon.py")]
+        return [str(PEERS_BIN / "python"), str(BENCH_DIR / "apscheduler_daemon.py")]
+    if runner == "yacron":
+        return [str(PEERS_BIN / "yacron")]
+    if runner == "cron":
+        return []  # crond.cron_argv builds the whole command line
     return [str(VENV_BIN / runner)]
 
 
@@ -212,6 +234,32 @@ class Daemon:
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
+    def cpu_ns(self) -> int:
+        """Nanoseconds on a CPU of the runner's threads and its children's (schedstat).
+
+        Finer than cpu_s's clock ticks, for telling when start-up is over; children count
+        because a runner may load its files in helper processes. Gone tasks count as 0.
+        """
+        total = 0
+        for pid in [self.pid, *self._children()]:
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tasks:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        return total
+
+    def _children(self) -> list[int]:
+        found = []
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    text = Path(f"/proc/{self.pid}/task/{tid}/children").read_text()
+                    found.extend(int(c) for c in text.split())
+        return found
+
     def memory_kb(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
         values = {}
@@ -221,6 +269,11 @@ class Daemon:
                 values[key] = int(rest.split()[0])
         self.hwm_kb = max(self.hwm_kb, values.get("VmHWM", 0))
         return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+    def ready_within(self, wait_s: float) -> float | None:
+        """Seconds from exec to READY=1 if it comes within wait_s, else None."""
+        assert self._notify_socket is not None, "start with notify=True"
+        return self.ready_after(deadline=time.time() + wait_s)
 
     def ready_after(self, *, deadline: float) -> float | None:
         """Seconds from exec to the runner's READY=1 on NOTIFY_SOCKET, or None by the deadline."""

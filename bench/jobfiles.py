@@ -3,6 +3,7 @@
 - kron: `NAME.toml` in a jobs directory, with `timezone = "UTC"`.
 - yacron: `NAME.yaml` in a config directory (`yacron -c DIR`), `utc: true`, one job per file.
 - APScheduler: `NAME.toml` read by bench/apscheduler_daemon.py (the same keys as kron's).
+- Debian cron: one system crontab with a line per job (bench/crond.py), cron's form for many jobs.
 
 Every job runs its command through /bin/sh -c and forbids overlapping runs of itself.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from crond import cron_argv, write_tables
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ _FORMATS = {
 
 def write_jobs(runner: str, folder: Path, jobs: Iterable[Job]) -> Path:
     """Write one file per job for `runner` into folder (created); return folder."""
+    if runner == "cron":
+        return write_tables(folder, jobs)
     suffix, render = _FORMATS[runner]
     folder.mkdir(parents=True, exist_ok=True)
     for job in jobs:
@@ -67,4 +72,6 @@ def daemon_argv(runner: str, folder: Path, prefix: list[str]) -> list[str]:
         return [*prefix, "daemon", "--jobs-dir", str(folder)]
     if runner == "yacron":
         return [*prefix, "-c", str(folder)]
+    if runner == "cron":
+        return cron_argv(folder)
     return [*prefix, str(folder)]

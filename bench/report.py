@@ -1,4 +1,9 @@
-"""The table: one row per figure, kron beside each peer, and kron's figure divided by the peer's."""
+"""The table: one row per figure, kron beside each peer, and kron's figure divided by the peer's.
+
+A row may carry kron's target as an absolute figure (`target`, judged by the workload into
+`met`) and as ratios to a peer or a floor measured in the same run (`checks`, built by
+`ratio_check`): the verdict gives each with the ratio it found.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COLUMNS = ("kron", "yacron", "apscheduler")
+COLUMNS = ("kron", "yacron", "apscheduler", "cron")
 HEADER = (
     "workload",
     "figure",
     "kron",
     "yacron",
     "APScheduler",
+    "Debian cron",
     "kron ÷ yacron",
     "kron ÷ APScheduler",
+    "kron ÷ cron",
     "kron target",
 )
 NOTES_BEGIN = "<!-- BEGIN NOTES (kept as written when bench/run.py rewrites this page) -->"
@@ -33,6 +40,7 @@ class Row:
     met: bool | None = None
     ratio: bool = True
     notes: list[str] = field(default_factory=list)
+    checks: list[tuple[str, bool | None]] = field(default_factory=list)  # ratio targets
 
     def cell(self, runner: str) -> str:
         value = self.values.get(runner)
@@ -57,10 +65,27 @@ class Row:
         return f"{mine / theirs:.2f}x"
 
     def verdict(self) -> str:
-        if not self.target:
-            return ""
-        mark = {True: "met", False: "**missed**", None: "not measured"}[self.met]
-        return f"{self.target}: {mark}"
+        parts = [(self.target, self.met)] if self.target else []
+        parts += self.checks
+        return "; ".join(f"{text}: {_MARK[met]}" for text, met in parts)
+
+    def has_target(self) -> bool:
+        return bool(self.target or self.checks)
+
+    def ratio_check(
+        self, limit: float, name: str, theirs: float | str | None = None, *, peer: str = ""
+    ) -> Row:
+        """Add the target kron ≤ limit x (the peer's figure in this row, or `theirs`)."""
+        mine = self.values.get("kron")
+        if peer:
+            theirs = self.values.get(peer)
+        text = f"≤ {limit:g}x {name}"
+        if not _number(mine) or not _number(theirs) or theirs <= 0:  # type: ignore[operator]
+            self.checks.append((text, None))
+            return self
+        found = mine / theirs  # type: ignore[operator]
+        self.checks.append((f"{text} ({found:.2f}x)", found <= limit))
+        return self
 
     def cells(self) -> list[str]:
         unit = f" ({self.unit})" if self.unit and f" {self.unit}" not in self.figure else ""
@@ -70,8 +95,16 @@ class Row:
             *(self.cell(r) for r in COLUMNS),
             self.ratio_to("yacron"),
             self.ratio_to("apscheduler"),
+            self.ratio_to("cron"),
             self.verdict(),
         ]
+
+
+_MARK = {True: "met", False: "**missed**", None: "not measured"}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, float | int) and not math.isnan(value)
 
 
 def markdown_table(rows: list[Row]) -> str:
