@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import pwd
@@ -482,19 +481,3 @@ def test_stdin_data_reaches_the_child_whole_even_past_the_pipe_buffer() -> None:
 def test_a_child_that_never_reads_its_stdin_ends_the_run_normally() -> None:
     result = run(run_process(["sh", "-c", "exit 3"], stdin_data=b"x" * (1024 * 1024)))
     assert (result.exit_code, result.error) == (3, None)
-
-
-# a kernel without pidfds
-
-
-def test_without_pidfds_the_exit_is_still_seen_and_the_child_reaped(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def no_pidfd(pid: int, flags: int = 0) -> int:
-        raise OSError(errno.ENOSYS, "Function not implemented")
-
-    monkeypatch.setattr(os, "pidfd_open", no_pidfd)  # Linux before 5.3: a thread waits
-    result = run(run_process(["sh", "-c", "echo out; exit 7"]))
-    assert (result.exit_code, result.stdout, result.error) == (7, "out\n", None)
-    with pytest.raises(ChildProcessError):  # reaped already: no zombie left
-        os.waitpid(result.pid or -1, os.WNOHANG)

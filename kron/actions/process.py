@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from kron.actions.base import ActionResult, working_dir
-from kron.actions.child import Child, spawn
 from kron.model.job import Job
 from kron.model.secrets import NO_SECRETS, Secrets
 from kron.model.units import format_duration
@@ -95,6 +94,40 @@ class OutputBuffer:
         return f"{head}\n[... {self._dropped} bytes dropped ...]\n{tail}"
 
 
+class _Capture(asyncio.SubprocessProtocol):
+    """Feed both pipes into buffers as data arrives and note when the main process exits.
+
+    A protocol rather than `asyncio.create_subprocess_exec`: on Python 3.11 `Process.wait()`
+    resolves only once the pipes are closed too, so a grandchild holding stdout would hide the
+    main process's exit. `process_exited` here fires as soon as the child is reaped.
+    """
+
+    def __init__(self, max_output: int, loop: asyncio.AbstractEventLoop, secrets: Secrets) -> None:
+        self.buffers = {
+            _STDOUT: OutputBuffer(max_output, secrets),
+            _STDERR: OutputBuffer(max_output, secrets),
+        }
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: asyncio.Future[None] = loop.create_future()
+        self._open_fds = {_STDOUT, _STDERR}
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        """Buffer a chunk of stdout or stderr."""
+        if isinstance(data, bytes):
+            self.buffers[fd].feed(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        """Note a closed pipe; both closed means the output is complete."""
+        self._open_fds.discard(fd)
+        if not self._open_fds and not self.pipes_closed.done():
+            self.pipes_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        """Note that the main process has exited and been reaped."""
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -147,36 +180,44 @@ async def run_process(
     identity = _identity(user, group)
     if isinstance(identity, str):
         return _not_started(identity)
-    buffers = {
-        _STDOUT: OutputBuffer(max_output, secrets),
-        _STDERR: OutputBuffer(max_output, secrets),
-    }
+    loop = asyncio.get_running_loop()
+    capture = _Capture(max_output, loop, secrets)
     try:
-        child = spawn(
-            argv,
+        transport, _ = await loop.subprocess_exec(
+            lambda: capture,
+            *argv,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             cwd=cwd,
             env=env,
-            umask=umask,
-            identity=identity,
-            stdin_data=stdin_data,
-            on_output=lambda fd, data: buffers[fd].feed(data),
+            start_new_session=True,
+            umask=-1 if umask is None else umask,
+            **identity,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return _not_started(_spawn_error(exc, argv[0], cwd))
-    pid = child.pid
+    pid = transport.get_pid()
     log.debug("started %s as pid %d", argv[0], pid)
+    if stdin_data is not None:
+        # Buffered by the transport and closed once written; a child that exits without
+        # reading only makes the write fail quietly (EPIPE).
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(stdin_data)
+        stdin.close()
     try:
         if on_spawn is not None:
             on_spawn(pid)
         return await _supervise(
-            child, buffers, limit=timeout, stop=stop, kill_grace=kill_grace, drain=drain_timeout
+            transport, capture, limit=timeout, stop=stop, kill_grace=kill_grace, drain=drain_timeout
         )
     except BaseException:
         if _signal_group(pid, signal.SIGKILL):
             log.warning("run of pid %d interrupted: sent SIGKILL to its process group", pid)
         raise
     finally:
-        child.close()
+        transport.close()
 
 
 async def run_job_process(
@@ -209,8 +250,8 @@ async def run_job_process(
 
 
 async def _supervise(
-    child: Child,
-    buffers: dict[int, OutputBuffer],
+    transport: asyncio.SubprocessTransport,
+    capture: _Capture,
     *,
     limit: timedelta | None,
     stop: asyncio.Event | None,
@@ -218,10 +259,10 @@ async def _supervise(
     drain: timedelta,
 ) -> ActionResult:
     """Wait for the exit, a timeout or a stop; then drain the output and clear the group."""
-    pgid = child.pid  # start_new_session: the child leads its own process group
+    pgid = transport.get_pid()  # start_new_session: the child leads its own process group
     timed_out = stopped = False
     error = None
-    awaited: set[asyncio.Future[Any]] = {child.exited}
+    awaited: set[asyncio.Future[Any]] = {capture.exited}
     if stop is not None:
         awaited.add(asyncio.ensure_future(stop.wait()))
     try:
@@ -231,37 +272,37 @@ async def _supervise(
             return_when=asyncio.FIRST_COMPLETED,
         )
     finally:
-        for waiter in awaited - {child.exited}:
+        for waiter in awaited - {capture.exited}:
             waiter.cancel()
-    if not child.exited.done():
+    if not capture.exited.done():
         stopped = stop is not None and stop.is_set()
         timed_out = not stopped
         after = "" if limit is None else f" {format_duration(limit)}"
         await stop_group(
             pgid,
             kill_grace,
-            wait_exit=lambda: _until_gone(child, pgid),
+            wait_exit=lambda: _until_gone(capture, pgid),
             reason="stop requested" if stopped else f"timeout{after} reached",
         )
-    done, _ = await asyncio.wait({child.pipes_closed}, timeout=drain.total_seconds())
+    done, _ = await asyncio.wait({capture.pipes_closed}, timeout=drain.total_seconds())
     if not done:
         error = f"output still open after exit; stopped reading after {format_duration(drain)}"
         log.warning("pid %d exited but its output is still open: %s", pgid, error)
-        child.close()  # stop reading: close our ends of the pipes
+        transport.close()  # stop reading: close our ends of the pipes
     # Whatever is left in the group once the main process has gone is stopped too, as systemd
     # does for a finished service and Kubernetes for a finished pod: the run is not over while
     # its processes live, so `concurrency = forbid` means what it says. This is awaited here,
     # not left to a background task, so that nothing of the job outlives run_process. A child
     # meant to outlive its job must leave the group itself (setsid).
-    if child.exited.done() and _group_exists(pgid):
+    if capture.exited.done() and _group_exists(pgid):
         await stop_group(
             pgid,
             kill_grace,
-            wait_exit=lambda: _until_gone(child, pgid),
+            wait_exit=lambda: _until_gone(capture, pgid),
             reason="left running after the main process exited",
         )
-    returncode = child.returncode
-    out, err = buffers[_STDOUT], buffers[_STDERR]
+    returncode = transport.get_returncode()
+    out, err = capture.buffers[_STDOUT], capture.buffers[_STDERR]
     return ActionResult(
         exit_code=returncode if returncode is not None and returncode >= 0 else None,
         signal=-returncode if returncode is not None and returncode < 0 else None,
@@ -321,9 +362,9 @@ async def stop_group(
     return signal.SIGKILL
 
 
-async def _until_gone(child: Child, pgid: int) -> None:
+async def _until_gone(capture: _Capture, pgid: int) -> None:
     """Wait for the main process to exit and then for its whole group to be gone."""
-    await asyncio.shield(child.exited)
+    await asyncio.shield(capture.exited)
     # The kernel has no event for "process group empty", so poll, backing off to 100 ms.
     delay_s = 0.005
     while _group_exists(pgid):

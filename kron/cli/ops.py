@@ -49,7 +49,7 @@ def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import asyncio
 
     from kron.engine.coordinator import AlreadyRunning
-    from kron.service.daemon import Daemon
+    from kron.service.daemon import Daemon, use_pidfd_child_watcher
     from kron.service.logs import setup_logging
     from kron.service.memory import give_back_memory
 
@@ -58,6 +58,7 @@ def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"kron daemon: no jobs directory at {args.jobs_dir} (give --jobs-dir)")
 
     async def serve() -> None:
+        use_pidfd_child_watcher()
         daemon = Daemon(args.jobs_dir, records_dir=args.records_dir)
         await daemon.start()
         # What the first load made lives as long as the process: out of the collector's sight,
