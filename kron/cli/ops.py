@@ -49,9 +49,10 @@ def daemon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import asyncio
 
     from kron.engine.coordinator import AlreadyRunning
-    from kron.service.daemon import Daemon, use_pidfd_child_watcher
+    from kron.service.daemon import Daemon
     from kron.service.logs import setup_logging
     from kron.service.memory import give_back_memory
+    from kron.service.signals import use_pidfd_child_watcher
 
     setup_logging(args.log_format, args.log_level)
     if not args.jobs_dir.is_dir():

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -35,27 +33,11 @@ from kron.service.view import DaemonView, Stats
 if TYPE_CHECKING:
     from kron.service.site import Site
 
-__all__ = ["Daemon", "use_pidfd_child_watcher"]
+__all__ = ["Daemon"]
 
 log = logging.getLogger("kron.daemon")
 
 _READ_ATTEMPTS = 3  # a reading made stale by a concurrent `reload()` is read again this often
-
-
-def use_pidfd_child_watcher() -> None:
-    """Python 3.11 waits for each child in a thread of its own; a pidfd costs no thread.
-
-    Call from inside the running loop. Python 3.12 made the pidfd watcher the default.
-    """
-    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.set_child_watcher(watcher)
 
 
 class Daemon:

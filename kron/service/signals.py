@@ -1,4 +1,5 @@
-"""Signals that reach the event loop however busy it is.
+"""What reaches the daemon's event loop from outside: signals, however busy the loop is, and
+the exits of its children (`use_pidfd_child_watcher`).
 
 asyncio's `loop.add_signal_handler` learns of a signal from one byte that the C-level handler
 writes into the loop's self-pipe, the socket through which every child's exit is announced as
@@ -20,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["Signals"]
+__all__ = ["Signals", "use_pidfd_child_watcher"]
 
 _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -67,3 +69,19 @@ class Signals:
                 pass
         except BlockingIOError:
             pass
+
+
+def use_pidfd_child_watcher() -> None:
+    """Python 3.11 waits for each child in a thread of its own; a pidfd costs no thread.
+
+    Call from inside the running loop. Python 3.12 made the pidfd watcher the default.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
