@@ -52,8 +52,13 @@ else ./jobs.d.
 """
 
 
-def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
-    """Add `completion` to the command line."""
+def add_parser(
+    sub: argparse._SubParsersAction[Any],
+    common: argparse.ArgumentParser,
+    *,
+    root: argparse.ArgumentParser,
+) -> None:
+    """Add `completion` to the command line whose parser is `root` (what it completes)."""
     p = sub.add_parser(
         "completion",
         parents=[common],
@@ -64,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentPa
     p.add_argument("shell", nargs="?", choices=SHELLS)
     # The completion scripts call this; it is no command of its own for people.
     p.add_argument("--job-ids", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(root_parser=root)
 
 
 def completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -75,9 +81,7 @@ def completion(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"kron completion: name a shell: {', '.join(SHELLS)}")
     import shtab  # only here: no other command needs it
 
-    from kron.cli.main import build_parser
-
-    parser = build_parser()
+    parser: argparse.ArgumentParser = args.root_parser
     _annotate(parser, shtab)
     out.write(shtab.complete(parser, shell=args.shell))
     return EXIT_OK

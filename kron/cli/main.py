@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agents.add_parsers(sub, common)
     export.add_parser(sub, common)
-    completion.add_parser(sub, common)
+    completion.add_parser(sub, common, root=parser)
     return parser
 
 
