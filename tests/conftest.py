@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ import pytest
 from kron.cli.main import main
 
 if TYPE_CHECKING:
+    from tests.browser import DevTools
     from tests.pg import TempPostgres
 
 
@@ -87,3 +90,25 @@ def database(postgres: TempPostgres, request: pytest.FixtureRequest) -> str:
     postgres.wait_ready()  # a test that stopped the server started it again
     name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
     return postgres.fresh_database(name)
+
+
+# -- a real browser (the status page's tests) ---------------------------------------------------
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short folder under /tmp: a unix socket path must fit in 108 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="kron-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(short_tmp: Path) -> Iterator[DevTools]:
+    """Headless Chromium driven over the DevTools protocol."""
+    from .browser import headless_chromium
+
+    with headless_chromium(short_tmp) as devtools:
+        yield devtools

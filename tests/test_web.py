@@ -6,9 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,7 +18,7 @@ from kron.service import web
 from kron.service.daemon import Daemon
 from kron.service.html import CONTENT_SECURITY_POLICY
 
-from .browser import ARTIFACTS, DevTools, headless_chromium, kron_daemon, wait_until
+from .browser import ARTIFACTS, DevTools, kron_daemon, wait_until
 from .clock import FakeClock
 from .harness import Events, read_records, write_job
 from .test_metrics import with_listener
@@ -433,22 +430,6 @@ def test_a_run_still_going_shows_as_running_on_every_page(jobs_dir: Path, tmp_pa
 
 
 # -- a real browser ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short folder under /tmp: a unix socket path must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="kron-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def browser(short_tmp: Path) -> Iterator[DevTools]:
-    with headless_chromium(short_tmp) as devtools:
-        yield devtools
 
 
 def test_a_real_browser_follows_a_job_to_its_run_and_shows_the_output(

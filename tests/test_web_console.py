@@ -6,37 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kron.engine import records
 
-from .browser import ARTIFACTS, DevTools, headless_chromium, kron_daemon, wait_until
+from .browser import ARTIFACTS, DevTools, kron_daemon, wait_until
 from .harness import write_job
 from .test_web_actions import TOKEN, actions_on, token_file, web_lines
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short folder under /tmp: a unix socket path must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="kron-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def browser(short_tmp: Path) -> Iterator[DevTools]:
-    with headless_chromium(short_tmp) as devtools:
-        yield devtools
 
 
 def log_in(browser: DevTools, base: str, page: str) -> None:

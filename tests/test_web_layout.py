@@ -4,9 +4,6 @@ and a phone without a sideways scroll, and a job's page draws its recent runs.""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 from kron.engine import records
 from kron.model.run import Outcome
 
-from .browser import ARTIFACTS, DevTools, headless_chromium, kron_daemon
+from .browser import ARTIFACTS, DevTools, kron_daemon
 from .harness import write_job
 
 LONG_FOLDER = "platform-databases/postgres-primary-eu-west-1"
@@ -34,22 +31,6 @@ OUTCOMES: list[tuple[Outcome, float | None]] = [
     (Outcome.WAIT_TIMEOUT, 30.0),
     (Outcome.SUCCEEDED, 0.0),
 ]
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short folder under /tmp: a unix socket path must fit in 108 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="kron-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def browser(short_tmp: Path) -> Iterator[DevTools]:
-    with headless_chromium(short_tmp) as devtools:
-        yield devtools
 
 
 def many_long_jobs(jobs_dir: Path, count: int = 40) -> list[str]:
