@@ -405,7 +405,7 @@ def test_a_file_changed_since_it_was_read_is_not_overwritten(jobs_dir: Path) -> 
     result = formatted(path)
     path.write_text('shell = "false"\nschedule = "@hourly"\n')
     with pytest.raises(SpecError) as caught:
-        replace_file(path, result.text, expected=result.doc.identity)
+        replace_file(path, result.text, expected=result.doc.fingerprint)
     assert str(caught.value.problems[0]) == (
         f"{path}: kron fmt: left alone: the file changed while it was being formatted"
     )

@@ -108,7 +108,6 @@ class Document:
     path: Path
     data: dict[str, Any]
     text: str
-    identity: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of the file read
     fingerprint: bytes | None = None  # of the file read: see `fingerprint`
     # Where each field is written, read from the text once, on the first problem: a file with
     # a thousand errors is parsed for positions once, not a thousand times.
@@ -183,11 +182,7 @@ def read_document(
             os.close(fd)
     except OSError as exc:
         raise _fail(shown, f"cannot read: {exc.strerror or exc}") from None
-    doc = parse_document(
-        path, raw, max_size=max_size, identity=(st.st_mtime_ns, st.st_size, st.st_ino)
-    )
-    object.__setattr__(doc, "fingerprint", fingerprint(st))
-    return doc
+    return parse_document(path, raw, max_size=max_size, fingerprint=fingerprint(st))
 
 
 _FINGERPRINT = struct.Struct("=QQqqqQQQ")
@@ -214,7 +209,7 @@ def fingerprint(st: os.stat_result) -> bytes:
 
 
 def parse_document(
-    path: Path, raw: bytes, *, max_size: int, identity: tuple[int, int, int] | None = None
+    path: Path, raw: bytes, *, max_size: int, fingerprint: bytes | None = None
 ) -> Document:
     """Parse the bytes of a file named `path` (read, or a draft not yet written), with every
     check read_document makes of a file's content."""
@@ -238,7 +233,7 @@ def parse_document(
         raise _fail(shown, f"the file holds {kind}; a job file holds one table of fields", line=1)
     if is_yaml:  # TOML has no aliases, and its parser refuses deep nesting itself
         _check_shape(shown, data)
-    return Document(path, data, text, identity)
+    return Document(path, data, text, fingerprint)
 
 
 def _vet_path(path: Path, vet: Callable[[os.stat_result], None]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kron.config.discovery import SETTINGS_NAMES, is_job_file
-from kron.config.documents import Document, parse_document, read_document
+from kron.config.documents import Document, fingerprint, parse_document, read_document
 from kron.config.schema import load_schema
 from kron.model.errors import Problem, SpecError, UsageError
 from kron.model.settings import DEFAULT_MAX_FILE_SIZE
@@ -284,7 +284,7 @@ def format_paths(
             bad += 1
             continue
         try:
-            replace_file(path, result.text, expected=result.doc.identity)
+            replace_file(path, result.text, expected=result.doc.fingerprint)
         except SpecError as exc:
             for problem in exc.problems:
                 print(problem, file=err)
@@ -295,20 +295,20 @@ def format_paths(
 
 
 def replace_file(
-    path: Path, text: str, *, expected: tuple[int, int, int] | None = None, mode: int | None = None
+    path: Path, text: str, *, expected: bytes | None = None, mode: int | None = None
 ) -> None:
     """Write `text` over `path` atomically, keeping its mode (the daemon may read it at any
     moment, and a crash must leave the old file or the new one, never half of one).
 
-    `expected` is the (mtime_ns, size, inode) the text was made from: a file changed since is
-    left alone. The temporary file is hidden, so never read as a job.
+    `expected` is the fingerprint (`documents.fingerprint`) of the file the text was made
+    from: a file changed since is left alone. The temporary file is hidden, so never read as a job.
     """
     target = path.resolve()  # a symlink stays a symlink; its target is rewritten
     try:
         st = target.stat()
     except OSError as exc:
         raise SpecError([Problem(path=str(path), message=f"cannot read: {exc.strerror}")]) from None
-    if expected is not None and (st.st_mtime_ns, st.st_size, st.st_ino) != expected:
+    if expected is not None and fingerprint(st) != expected:
         message = "kron fmt: left alone: the file changed while it was being formatted"
         raise SpecError([Problem(path=str(path), message=message)])
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".kron-tmp")
