@@ -39,8 +39,9 @@ def cluster(tmp_path: Path, database: str) -> Iterator[Cluster]:
         rig.close()
 
 
-def _tick_jobs(rig: Cluster, count: int, *, extra: str = "") -> list[str]:
-    names = [f"tick-{i:02d}" for i in range(count)]
+def _tick_jobs(rig: Cluster, count: int, *, prefix: str = "tick", extra: str = "") -> list[str]:
+    """`count` jobs firing every second, each writing a side line per run."""
+    names = [f"{prefix}-{i:02d}" for i in range(count)]
     for name in names:
         rig.write(
             f"{name}.toml",
@@ -251,28 +252,13 @@ def _ended_here(records_dir: Path, job: str) -> int:
     return sum(1 for line in lines if line.get("outcome") not in (None, "started"))
 
 
-def _jobs(rig: Cluster, prefix: str, count: int, extra: str) -> list[str]:
-    names = [f"{prefix}-{i:02d}" for i in range(count)]
-    for name in names:
-        rig.write(
-            f"{name}.toml",
-            f"""
-            schedule = "* * * * * *"
-            timezone = "UTC"
-            shell = '{SIDE_LINE} >> {rig.side}'
-            {extra}
-            """,
-        )
-    return names
-
-
 @pytest.mark.timeout(240)
 def test_cut_connections_and_a_database_restart_never_double_a_slot_and_catch_up_once(
     cluster: Cluster, postgres: TempPostgres
 ) -> None:
     cluster.write("kron.toml", settings())
-    skip = _jobs(cluster, "none", 5, "")  # catchup = "none": outage slots are recorded missed
-    redo = _jobs(cluster, "all", 5, 'catchup = "all"\ncatchup_max = 60')
+    skip = _tick_jobs(cluster, 5, prefix="none")  # catchup none: outage slots recorded missed
+    redo = _tick_jobs(cluster, 5, prefix="all", extra='catchup = "all"\ncatchup_max = 60')
     a, b, c = cluster.start("a", "b", "c")
     begin = time.time()
     time.sleep(3)
