@@ -121,16 +121,6 @@ def add_parsers(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentP
     )
 
 
-def _tags(values: list[str]) -> dict[str, str]:
-    tags = {}
-    for value in values:
-        key, sep, wanted = value.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag wants KEY=VALUE, got {value!r}")
-        tags[key] = wanted
-    return tags
-
-
 def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kron.config.settings import load_settings
     from kron.model.errors import SpecError
@@ -152,6 +142,7 @@ def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _new(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     from kron.config.new import Draft, check_draft, job_path, next_fires, render, write_new
+    from kron.service.control import parse_tags  # as `kron list --tag` and the control API
 
     draft = Draft(
         id=args.id,
@@ -174,7 +165,7 @@ def _new(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO)
         telegram_token_env=args.telegram_token_env,
         telegram_base_url=args.telegram_base_url,
         notify_on=tuple(args.notify_on),
-        tags=_tags(args.tag),
+        tags=parse_tags(args.tag),
         description=args.description,
         format=args.format,
     )
