@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
-from kron.model.schedule import CronSchedule, Schedule
+from kron.model.schedule import CronSchedule, Schedule, offset_change
 
 __all__ = ["Shift", "is_second_pass", "shifts", "slots_in_shifts"]
 
@@ -59,7 +59,7 @@ def _shifts(zone: ZoneInfo, start: datetime, end: datetime) -> tuple[Shift, ...]
         high = min(low + _STEP, end)
         before, after = low.astimezone(zone).utcoffset(), high.astimezone(zone).utcoffset()
         if before is not None and after is not None and before != after:
-            at = _change(zone, low, high)
+            at = offset_change(zone, low, high)
             found.append(
                 Shift(
                     at=at,
@@ -70,19 +70,6 @@ def _shifts(zone: ZoneInfo, start: datetime, end: datetime) -> tuple[Shift, ...]
             )
         low = high
     return tuple(found)
-
-
-def _change(zone: ZoneInfo, low: datetime, high: datetime) -> datetime:
-    """The first whole second in (low, high] with `high`'s offset (a bisection)."""
-    target = high.astimezone(zone).utcoffset()
-    low_s, high_s = int(low.timestamp()), int(high.timestamp())
-    while high_s - low_s > 1:
-        middle = (low_s + high_s) // 2
-        if datetime.fromtimestamp(middle, zone).utcoffset() == target:
-            high_s = middle
-        else:
-            low_s = middle
-    return datetime.fromtimestamp(high_s, UTC)
 
 
 def slots_in_shifts(

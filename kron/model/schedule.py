@@ -31,6 +31,7 @@ __all__ = [
     "Schedule",
     "ScheduleKind",
     "jitter_offset",
+    "offset_change",
     "parse_schedule",
 ]
 
@@ -410,7 +411,7 @@ def _first_in_wall_order(cron: Any, zone: ZoneInfo, periodic: bool, after: datet
         elif later > after:
             # ISC cron runs a fixed-time slot once in a repeated hour, at its first occurrence,
             # which `after` has passed: skip the rest of the repeated hour.
-            wall = _wall(_transition(zone, earlier, later) - _ONE_SECOND, zone)
+            wall = _wall(offset_change(zone, earlier, later) - _ONE_SECOND, zone)
     raise RuntimeError(f"no slot found after {after.isoformat()} in {_MAX_STEPS} steps")
 
 
@@ -427,7 +428,7 @@ def _first_in_repeated_hour(
     offset_after = horizon.astimezone(zone).utcoffset()
     if offset_before is None or offset_after is None or offset_after >= offset_before:
         return None
-    turn = _transition(zone, after, horizon)
+    turn = offset_change(zone, after, horizon)
     repeat_start = _wall(turn, zone)
     wall = _next_wall(cron, repeat_start - _ONE_SECOND)
     if wall >= repeat_start + (offset_before - offset_after):
@@ -448,13 +449,14 @@ def _resolve(wall: datetime, zone: ZoneInfo) -> tuple[datetime, datetime, bool]:
         return first, first, False
     if _wall(first, zone) != wall:
         # In a gap fold=0 uses the offset from before the gap, which lands after it (PEP 495).
-        turn = _transition(zone, min(first, second), max(first, second))
+        turn = offset_change(zone, min(first, second), max(first, second))
         return turn, turn, True
     return first, second, False
 
 
-def _transition(zone: ZoneInfo, low: datetime, high: datetime) -> datetime:
-    """Return the first whole-second instant in (low, high] whose offset is `high`'s."""
+def offset_change(zone: ZoneInfo, low: datetime, high: datetime) -> datetime:
+    """Return the first whole-second instant in (low, high] whose offset is `high`'s (the
+    zone's offset changes once between them: a bisection)."""
     target = high.astimezone(zone).utcoffset()
     low_s, high_s = int(low.timestamp() // 1), -int(-high.timestamp() // 1)
     while high_s - low_s > 1:
