@@ -234,22 +234,7 @@ async def _after_race(conn: psycopg.AsyncConnection[Any], pending: Pending, node
             return Grant(won=True)
         # The holder ended between the two reads: the run may start; take the lease now.
         cursor = await conn.execute(
-            """INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream,
-                                      config_sha, exclusive)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT DO NOTHING RETURNING job""",
-            (
-                claim.job,
-                pending.key,
-                node,
-                claim.run_id,
-                claim.attempt,
-                claim.slot,
-                claim.trigger.value,
-                claim.upstream,
-                claim.config_sha,
-                claim.exclusive,
-            ),
+            _TAKE_LEASE, _lease_row(claim, pending.key, node, exclusive=claim.exclusive)
         )
         if await cursor.fetchone() is not None:
             return Grant(won=True)
@@ -282,26 +267,33 @@ async def _mine_after_all(
             grants[i] = Grant(won=True)
 
 
+# A run's lease, taken if no run of the job holds one for this key.
+_TAKE_LEASE = """
+    INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream, config_sha,
+                           exclusive)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT DO NOTHING RETURNING job"""
+
+
+def _lease_row(claim: Claim, key: str, node: str, *, exclusive: bool) -> tuple[Any, ...]:
+    return (
+        claim.job,
+        key,
+        node,
+        claim.run_id,
+        claim.attempt,
+        claim.slot,
+        claim.trigger.value,
+        claim.upstream,
+        claim.config_sha,
+        exclusive,
+    )
+
+
 async def take_or_wait(conn: Any, claim: Claim, key: str, node: str, why: str | None) -> str | None:
     """Take the job's lease if no run holds it (None); else ask the holder to stop (with
     `why`), and say which run it is."""
-    cursor = await conn.execute(
-        """INSERT INTO kron_live (job, key, node, run_id, attempt, slot, trigger, upstream,
-                                  config_sha, exclusive)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)
-           ON CONFLICT DO NOTHING RETURNING job""",
-        (
-            claim.job,
-            key,
-            node,
-            claim.run_id,
-            claim.attempt,
-            claim.slot,
-            claim.trigger.value,
-            claim.upstream,
-            claim.config_sha,
-        ),
-    )
+    cursor = await conn.execute(_TAKE_LEASE, _lease_row(claim, key, node, exclusive=True))
     if await cursor.fetchone() is not None:
         return None
     if why is None:
